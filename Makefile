@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Each creates .venv when missing and installs the project into it once; a second run on an
+# installed tree goes straight to the job (the stamp is rebuilt only when pyproject.toml changes).
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.visionllm2-installed
+# The CPU wheel of torch that resolves without downloading CUDA; used only where no NVIDIA GPU is present.
+CPU_TORCH := torch==2.13.0
+
+.PHONY: demo test install lint clean
+
+demo: $(STAMP)
+	$(VENV)/bin/visionllm2 demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run 'make PYTHON=python3 test'"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the ordinary (CUDA) torch build"; \
+	elif ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU: installing the CPU build $(CPU_TORCH) first"; \
+		$(PY) -m pip install -q $(CPU_TORCH); \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

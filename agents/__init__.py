@@ -1,0 +1,1 @@
+"""visionllm2.agents."""

@@ -1,0 +1,96 @@
+"""The ``visionllm2`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="visionllm2",
+    help="VisionLLM v2: chat, detect, segment, estimate poses, generate and edit images with one model.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+_REPORTED_PACKAGES = (
+    "visionllm2", "torch", "transformers", "diffusers", "accelerate", "peft", "safetensors", "tokenizers",
+    "pydantic", "supervision", "pycocotools", "shapely", "langchain-core", "typer", "numpy", "pillow",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from visionllm2 import __version__
+
+        console.print(f"visionllm2 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """VisionLLM v2 command line."""
+
+
+@app.command()
+def doctor() -> None:
+    """Print package versions, the torch build, and which devices and dtypes work here."""
+    import torch
+
+    table = Table(title="packages", show_header=True)
+    table.add_column("package")
+    table.add_column("version")
+    for name in _REPORTED_PACKAGES:
+        try:
+            table.add_row(name, version(name))
+        except PackageNotFoundError:
+            table.add_row(name, "[red]not installed[/red]")
+    console.print(table)
+    console.print(f"python {platform.python_version()} on {platform.platform()}")
+    console.print(f"torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}")
+    console.print(f"CPU threads: {torch.get_num_threads()}")
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            console.print(
+                f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
+            )
+    else:
+        console.print("CUDA: no GPU visible; models run on the CPU in float32")
+    dtypes = Table(title="dtype support on cpu", show_header=True)
+    dtypes.add_column("dtype")
+    dtypes.add_column("matmul")
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        try:
+            a = torch.ones(4, 4, dtype=dtype)
+            (a @ a).sum().item()
+            dtypes.add_row(str(dtype), "ok")
+        except RuntimeError as error:  # an old CPU build may lack half-precision kernels
+            dtypes.add_row(str(dtype), f"[red]{error}[/red]")
+    console.print(dtypes)
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out")) -> None:
+    """Run the main demo. Until a trained model ships, it checks the installation."""
+    doctor()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
