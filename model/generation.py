@@ -1,0 +1,159 @@
+"""Decoding with the super link, batched.
+
+Each step feeds every sequence one *chunk*: the token it just produced, followed — when that token
+is a routing token — by the route's learned queries, all in the same forward. Chunks of different
+lengths are right-padded with masked slots, and position ids count only real tokens, so a batch
+decodes exactly as its samples would alone (the official code is limited to batch size 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import DynamicCache
+
+from . import tokens as T
+from .batch import Batch
+from .decoders.base import LinkStates
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .visionllm import VisionLLMv2
+
+
+@dataclass
+class GeneratedGroup:
+    """One routing token the model produced, with the hidden states at its queries ``(n, H)``."""
+
+    route: str
+    label: str
+    label_ids: list[int]
+    states: torch.Tensor
+
+
+@dataclass
+class Generation:
+    """What one sequence produced: token ids (query slots included), text, routes, and groups."""
+
+    token_ids: list[int]
+    text: str
+    routes: list[str]
+    groups: list[GeneratedGroup] = field(default_factory=list)
+
+    def link(self, decoder_of_route: dict[str, str]) -> dict[str, LinkStates]:
+        """This sequence's groups as :class:`LinkStates` per decoder (sample index 0)."""
+        out: dict[str, list[GeneratedGroup]] = {}
+        for group in self.groups:
+            out.setdefault(decoder_of_route.get(group.route, group.route), []).append(group)
+        return {
+            name: LinkStates(
+                states=torch.stack([g.states for g in groups]), routes=[g.route for g in groups],
+                labels=[g.label for g in groups], label_ids=[g.label_ids for g in groups],
+                sample_index=torch.zeros(len(groups), dtype=torch.long, device=groups[0].states.device),
+            )
+            for name, groups in out.items()
+        }
+
+
+def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy, or nucleus sampling at ``temperature``: ``(B, V)`` → ``(B,)``."""
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / max(temperature, 1e-5), dim=-1)
+    sorted_probs, order = probs.sort(-1, descending=True)
+    outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    choice = torch.multinomial(sorted_probs, 1, generator=generator)
+    return order.gather(-1, choice)[:, 0]
+
+
+def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+             image_features: torch.Tensor | None = None) -> list[Generation]:
+    """Decode every sequence of a left-padded batch (``collate(..., padding_side="left")``).
+
+    ``max_new_tokens`` counts the tokens the model chose; query slots come on top. Decoding stops at
+    ``</s>``. Returns one :class:`Generation` per sequence, with the link states of every group.
+    """
+    if max_new_tokens < 1:
+        raise InvalidInputError(f"max_new_tokens: expected ≥ 1, got {max_new_tokens}")
+    if bool((batch.attention_mask[:, -1] == 0).any()):
+        raise InvalidInputError("generate: expected a left-padded batch (collate with padding_side='left')")
+    device = model.device
+    batch = batch.to(device)
+    size = batch.input_ids.shape[0]
+    embeds, _ = model.embed(batch, image_features)
+    mask = batch.attention_mask
+    lengths = mask.sum(1)  # (B,) real tokens so far = next position id
+    cache = DynamicCache()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                          cache=cache, use_cache=True)
+    logits = model.llm.lm_head(out.last_hidden_state[:, -1])  # (B, V)
+    embedding = model.llm.get_input_embeddings()
+    eos = 2
+    results = [Generation([], "", []) for _ in range(size)]
+    finished = [False] * size
+    for _ in range(max_new_tokens):
+        chosen = _next_tokens(logits, do_sample, temperature, top_p, generator).tolist()
+        chunks: list[torch.Tensor] = []
+        pending: list[tuple[int, str, int]] = []  # (row, route, query count)
+        for row, token in enumerate(chosen):
+            if finished[row]:
+                chunks.append(embeds.new_zeros(0, embeds.shape[-1]))
+                continue
+            results[row].token_ids.append(token)
+            pieces = [embedding(torch.tensor([token], device=device))]
+            route = model.route_of_id.get(token)
+            if route is not None:
+                table = model.query_table(route)
+                pieces.append(table.weight.to(embeds.dtype))
+                pending.append((row, route, table.num_embeddings))
+                results[row].routes.append(route)
+                results[row].token_ids += [model.special_ids[q] for q in T.query_tokens(table.num_embeddings)]
+            chunks.append(torch.cat(pieces))
+            finished[row] = token == eos
+        width = max(len(c) for c in chunks)
+        if width == 0:
+            break
+        chunk_embeds = embeds.new_zeros(size, width, embeds.shape[-1])
+        chunk_mask = mask.new_zeros(size, width)
+        for row, chunk in enumerate(chunks):
+            chunk_embeds[row, : len(chunk)] = chunk
+            chunk_mask[row, : len(chunk)] = 1
+        mask = torch.cat([mask, chunk_mask], dim=1)
+        positions = lengths[:, None] + torch.arange(width, device=device)[None]
+        out = model.llm.model(inputs_embeds=chunk_embeds, attention_mask=mask, position_ids=positions,
+                              cache=cache, use_cache=True)
+        hidden = out.last_hidden_state  # (B, W, H)
+        for row, route, count in pending:
+            results[row].groups.append(GeneratedGroup(route, "", [], hidden[row, 1: 1 + count]))
+        last = (chunk_mask.sum(1) - 1).clamp(min=0)
+        logits = model.llm.lm_head(hidden[torch.arange(size, device=device), last])
+        lengths = lengths + chunk_mask.sum(1)
+        if all(finished):
+            break
+    _fill_text_and_labels(model, results)
+    return results
+
+
+def _fill_text_and_labels(model: VisionLLMv2, results: list[Generation]) -> None:
+    from .visionllm import clean_label
+
+    special = set(model.special_ids.values()) | {1, 2}
+    for result in results:
+        ids = result.token_ids
+        route_positions = [i for i, t in enumerate(ids) if t in model.route_of_id]
+        for group, position in zip(result.groups, route_positions):
+            start = position
+            while start > 0 and ids[start - 1] not in special:
+                start -= 1
+            group.label_ids = ids[start:position]
+            if model.tokenizer is not None:
+                group.label = clean_label(model.tokenizer.decode(group.label_ids))
+        if model.tokenizer is not None:
+            text_ids = ids[:-1] if ids and ids[-1] == 2 else ids
+            result.text = model.tokenizer.decode(text_ids)
