@@ -241,6 +241,21 @@ class VisionLLMv2(nn.Module):
             for name, states in link.items() if name in decoders
         }
 
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str, max_shard_size: str = "2GB") -> None:
+        """Write ``config.json``, ``tokenizer.json`` and safetensors weights to ``directory``."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, max_shard_size)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, torch_dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, device_map: Any = None) -> VisionLLMv2:
+        """Load a local model directory; see :func:`visionllm2.model.checkpoint.from_pretrained`."""
+        from .checkpoint import from_pretrained
+
+        return from_pretrained(directory, torch_dtype=torch_dtype, device=device, device_map=device_map)
+
     @torch.no_grad()
     def generate(self, batch: Batch, **options: Any) -> list[Any]:
         """KV-cached decoding with super-link queries; see :func:`visionllm2.model.generation.generate`."""
@@ -256,3 +271,4 @@ def clean_label(text: str) -> str:
         if lead in f" {text}":
             text = f" {text}".rsplit(lead, 1)[-1]
     return text.strip(" .:;")
+

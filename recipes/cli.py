@@ -82,6 +82,42 @@ def doctor() -> None:
 
 
 @app.command()
+def convert(
+    check: Annotated[
+        Optional[Path], typer.Option("--check", help="A key manifest {key: [shape, dtype]} of the official checkpoint.")
+    ] = None,
+    prefix: Annotated[
+        Optional[str], typer.Option(help="Comma-separated top-level prefixes to check (default: the model core).")
+    ] = None,
+) -> None:
+    """Check that the official checkpoint's keys map onto the `7b` preset through the rename table."""
+    from visionllm2.model.convert import CORE_PREFIXES, check_manifest, load_manifest
+    from visionllm2.model.errors import CheckpointError
+
+    if check is None:
+        console.print("[red]convert: pass --check MANIFEST.json[/red] (converting weight files comes with the converter issue)")
+        raise typer.Exit(2)
+    prefixes = tuple(p.strip() for p in prefix.split(",")) if prefix else CORE_PREFIXES
+    try:
+        report = check_manifest(load_manifest(check), prefixes)
+    except CheckpointError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    table = Table(title=f"{check.name}: prefixes {', '.join(prefixes)}")
+    for column in ("official keys", "mapped", "dropped", "missing", "unexpected", "shape mismatch"):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(x) for x in (report.official, report.mapped, report.dropped, len(report.missing),
+                                     len(report.unexpected), len(report.mismatched))))
+    console.print(table)
+    for title, keys in (("missing", report.missing), ("unexpected", report.unexpected), ("shape mismatch", report.mismatched)):
+        for key in keys[:20]:
+            console.print(f"  {title}: {key}")
+        if len(keys) > 20:
+            console.print(f"  … and {len(keys) - 20} more {title}")
+    raise typer.Exit(0 if report.ok and report.official > 0 else 1)
+
+
+@app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out")) -> None:
     """Run the main demo. Until a trained model ships, it checks the installation."""
     doctor()

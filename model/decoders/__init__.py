@@ -1,1 +1,23 @@
-"""visionllm2.model.decoders."""
+"""Task decoders behind the super link.
+
+:func:`build_decoders` is the one place a config's decoder sub-configs become modules, under the
+released checkpoint's attribute names (``gdino``, ``unipose``, ``sd``, ``ip2p``). Each decoder
+issue adds its builder here; a sub-config without a builder yet builds nothing, and checkpoints
+and ``convert --check`` then report that decoder's keys as unmapped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import DecoderOutput, LinkStates, TaskDecoder
+
+if TYPE_CHECKING:
+    from ..config import VisionLLMv2Config
+
+__all__ = ["DecoderOutput", "LinkStates", "TaskDecoder", "build_decoders"]
+
+
+def build_decoders(config: VisionLLMv2Config) -> dict[str, TaskDecoder]:
+    """The decoders this config asks for that this version of the package can build."""
+    return {}
