@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from visionllm2.model.convert import CORE_PREFIXES, check_manifest, load_manifest, map_official_key
+from visionllm2.model.errors import CheckpointError
+from visionllm2.recipes.cli import app
+
+OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "official"
+MANIFESTS = ["visionllmv2_7b_state_dict_manifest.json", "visionllmv2_7b_state_dict_manifest.safetensors_dedup.json"]
+
+
+def test_rename_rules():
+    assert map_official_key("vis_encoder.vision_model.pre_layrnorm.weight") == ["vis_encoder.pre_layrnorm.weight"]
+    assert map_official_key("llm.model.norm.weight") == ["llm.model.norm.weight"]
+    assert map_official_key("gdino.model.backbone.x.relative_position_index") == []
+
+
+@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
+@pytest.mark.parametrize("manifest", MANIFESTS)
+def test_core_prefixes_map_completely(manifest):
+    report = check_manifest(load_manifest(OFFICIAL / manifest), CORE_PREFIXES)
+    assert report.ok and report.official == report.mapped == 702
+
+
+@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
+def test_cli_check_exit_codes():
+    runner = CliRunner()
+    ok = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0])])
+    assert ok.exit_code == 0, ok.output
+    missing = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", "unipose"])
+    assert missing.exit_code == 1  # no pose decoder yet: its keys are reported missing
+
+
+def test_check_against_a_synthetic_manifest_reports_each_problem(tmp_path):
+    manifest = {
+        "vl_bridge.0.weight": [[4096, 1024], "bfloat16"],
+        "vl_bridge.0.bias": [[4095], "bfloat16"],
+        "vl_bridge.9.weight": [[1], "bfloat16"],
+    }
+    report = check_manifest(manifest, ("vl_bridge",))
+    assert report.mapped == 1 and len(report.mismatched) == 1 and len(report.missing) == 1
+    assert report.unexpected == ["vl_bridge.2.bias", "vl_bridge.2.weight"] and not report.ok
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="key: \\[shape, dtype\\]"):
+        load_manifest(tmp_path / "bad.json")
