@@ -9,7 +9,7 @@ decodes exactly as its samples would alone (the official code is limited to batc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from transformers import DynamicCache
@@ -72,11 +72,14 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
 
 def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-             image_features: torch.Tensor | None = None) -> list[Generation]:
+             image_features: torch.Tensor | None = None,
+             logits_processor: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> list[Generation]:
     """Decode every sequence of a left-padded batch (``collate(..., padding_side="left")``).
 
     ``max_new_tokens`` counts the tokens the model chose; query slots come on top. Decoding stops at
-    ``</s>``. Returns one :class:`Generation` per sequence, with the link states of every group.
+    ``</s>``. ``logits_processor(step, logits)`` may reshape the ``(B, V)`` next-token logits (to
+    constrain or script decoding). Returns one :class:`Generation` per sequence, with the link states
+    of every group.
     """
     if max_new_tokens < 1:
         raise InvalidInputError(f"max_new_tokens: expected ≥ 1, got {max_new_tokens}")
@@ -97,7 +100,9 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     eos = 2
     results = [Generation([], "", []) for _ in range(size)]
     finished = [False] * size
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        if logits_processor is not None:
+            logits = logits_processor(step, logits)
         chosen = _next_tokens(logits, do_sample, temperature, top_p, generator).tolist()
         chunks: list[torch.Tensor] = []
         pending: list[tuple[int, str, int]] = []  # (row, route, query count)

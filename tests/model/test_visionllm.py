@@ -81,22 +81,16 @@ def test_decoder_loss_reaches_llm_queries_region_encoder_and_bridge(tiny_config,
     assert model.emb_embeddings_pose.weight.grad is None  # no [POSE] group in this answer
 
 
-class ScriptedHead(nn.Module):
-    """Replaces lm_head during generation: row r emits ``script[r][step]``, then ``</s>``."""
+def scripted(scripts: list[list[int]]):
+    """A logits processor under which row r emits ``scripts[r][step]``, then ``</s>``."""
 
-    def __init__(self, head: nn.Module, scripts: list[list[int]]) -> None:
-        super().__init__()
-        self.head, self.scripts, self.step = head, scripts, 0
+    def force(step: int, logits: torch.Tensor) -> torch.Tensor:
+        forced = torch.full_like(logits, -1e4)
+        for row, script in enumerate(scripts):
+            forced[row, script[step] if step < len(script) else 2] = 0.0
+        return forced
 
-    def forward(self, hidden):
-        logits = self.head(hidden)
-        if hidden.ndim == 2:  # one position per row: a decoding step
-            forced = torch.full_like(logits, -1e4)
-            for row, script in enumerate(self.scripts):
-                forced[row, script[self.step] if self.step < len(script) else 2] = 0.0
-            self.step += 1
-            return forced
-        return logits
+    return force
 
 
 def prompts(processor, image):
@@ -115,8 +109,8 @@ def script(tokenizer, *parts):
 
 def test_generation_appends_exactly_the_route_queries(tiny_model, tokenizer, processor, rgb_image):
     scripts = [script(tokenizer, "red circle", T.DET, ", blue star", T.DET, "."), script(tokenizer, "here it is", T.GEN)]
-    tiny_model.llm.lm_head = ScriptedHead(tiny_model.llm.lm_head, scripts)
-    results = tiny_model.generate(collate(prompts(processor, rgb_image), tokenizer.pad_id, "left"), max_new_tokens=12)
+    results = tiny_model.generate(collate(prompts(processor, rgb_image), tokenizer.pad_id, "left"), max_new_tokens=12,
+                                  logits_processor=scripted(scripts))
     det, gen = results
     assert det.routes == [T.DET, T.DET] and gen.routes == [T.GEN]
     det_run = det.token_ids[det.token_ids.index(tokenizer.token_id(T.DET)) + 1:][:5]
@@ -132,19 +126,17 @@ def test_generation_appends_exactly_the_route_queries(tiny_model, tokenizer, pro
 def test_batched_generation_equals_one_by_one_and_a_full_recompute(tiny_model, tokenizer, processor, rgb_image):
     scripts = [script(tokenizer, "red circle", T.DET, ", blue star", T.DET, "."), script(tokenizer, "ok", T.GEN)]
     chats = prompts(processor, rgb_image)
-    head = tiny_model.llm.lm_head
-    tiny_model.llm.lm_head = ScriptedHead(head, scripts)
-    together = tiny_model.generate(collate(chats, tokenizer.pad_id, "left"), max_new_tokens=12)
+    together = tiny_model.generate(collate(chats, tokenizer.pad_id, "left"), max_new_tokens=12,
+                                   logits_processor=scripted(scripts))
     for chat, row_script, batched in zip(chats, scripts, together):
-        tiny_model.llm.lm_head = ScriptedHead(head, [row_script])
-        alone = tiny_model.generate(collate([chat], tokenizer.pad_id, "left"), max_new_tokens=12)[0]
+        alone = tiny_model.generate(collate([chat], tokenizer.pad_id, "left"), max_new_tokens=12,
+                                    logits_processor=scripted([row_script]))[0]
         assert alone.token_ids == batched.token_ids
         for a, b in zip(alone.groups, batched.groups):
             torch.testing.assert_close(a.states, b.states, atol=1e-4, rtol=1e-4)
         # The cached, chunked decode sees what one teacher-forced pass over the whole text sees.
         full = collate([type(chat)(chat.input_ids + alone.token_ids, None, chat.images, chat.regions, chat.answer_start)],
                        tokenizer.pad_id)
-        tiny_model.llm.lm_head = head
         with torch.no_grad():
             link = tiny_model(full).link
         states = torch.cat([v.states for v in link.values()])
