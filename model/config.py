@@ -88,11 +88,54 @@ class LinkConfig:
 
 @dataclass
 class DetectionConfig:
-    """Grounding DINO + mask head behind [DET]/[GRD]/[SEG] (sizes filled in by the decoder issue)."""
+    """Grounding DINO (Swin backbone, two-stage) + Mask-DINO mask head behind [DET]/[GRD]/[SEG].
+
+    Defaults are the released checkpoint's sizes. ``scaled_logits`` and ``class_logit_bias``
+    change the contrastive class logit from the official ``q·t`` to ``q·t/√d + b``: needed to train
+    from scratch (DESIGN §7), off for the official weights.
+    """
 
     d_model: int = 256
     num_queries: int = 900
-    num_feature_levels: int = 4
+    num_feature_levels: int = 4          # Swin stages 2–4 + one stride-2 conv
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    attention_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    n_points: int = 4
+    dropout: float = 0.1
+    swin_embed_dim: int = 96
+    swin_depths: tuple[int, ...] = (2, 2, 6, 2)
+    swin_heads: tuple[int, ...] = (3, 6, 12, 24)
+    swin_window: int = 7
+    image_min_size: int = 800            # the detector reads its own copy of the image
+    image_max_size: int = 1333
+    size_divisor: int = 32
+    mask_head: bool = True
+    scaled_logits: bool = False
+    class_logit_bias: float | None = None
+    # losses (DINO / Mask-DINO weights)
+    class_weight: float = 2.0
+    box_l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    mask_bce_weight: float = 5.0
+    dice_weight: float = 5.0
+    focal_alpha: float = 0.25
+    mask_points: int = 12544             # points sampled per mask for its loss (112²)
+    # post-processing
+    max_detections: int = 100
+    score_threshold: float = 0.3
+
+    @classmethod
+    def tiny(cls) -> DetectionConfig:
+        """A few hundred thousand parameters, 128-pixel inputs: trains on a CPU in minutes."""
+        return cls(
+            d_model=64, num_queries=30, encoder_layers=1, decoder_layers=2, attention_heads=4,
+            encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.0, swin_embed_dim=32, swin_depths=(1, 1, 2, 1),
+            swin_heads=(1, 2, 4, 8), swin_window=4, image_min_size=128, image_max_size=128,
+            scaled_logits=True, class_logit_bias=-4.6, mask_points=1024,
+        )
 
 
 @dataclass
@@ -105,12 +148,117 @@ class PoseConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Stable Diffusion 1.5 ([GEN]) or InstructPix2Pix ([EDIT]) behind the mapper link."""
+class UNetConfig:
+    """diffusers ``UNet2DConditionModel`` sizes; the defaults are Stable Diffusion 1.5's."""
 
-    cross_attention_dim: int = 768
-    mapper_queries: int = 77
+    in_channels: int = 4            # InstructPix2Pix: 2 × latent channels (noisy latents ‖ source latents)
+    out_channels: int = 4
+    sample_size: int = 64           # side of the UNet's input (latent or pixel) grid
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    layers_per_block: int = 2
+    attention_head_dim: int = 8     # diffusers' name for the number of heads in SD 1.5
+    norm_num_groups: int = 32
+
+
+@dataclass
+class VAEConfig:
+    """diffusers ``AutoencoderKL`` sizes (SD 1.5's). ``GenerationConfig.vae = None`` diffuses in pixel space."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)   # downsamples by 2 ** (len − 1)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.18215
+
+
+@dataclass
+class TextEncoderConfig:
+    """The frozen CLIP text tower (SD 1.5: ViT-L/14's, 12 layers, width 768).
+
+    It gives the caption-loss targets and the null condition (its embedding of ``""``).
+    ``tokenizer``: ``"builtin:words"`` (the shipped word-level vocabulary, small presets), a local
+    directory holding a CLIP tokenizer (SD 1.5's ``tokenizer/`` folder), or ``None`` — then captions
+    cannot be encoded and the caption loss is refused; sampling never needs it.
+    """
+
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    bos_token_id: int = 49406
+    eos_token_id: int = 49407
+    pad_token_id: int = 49407       # SD 1.5's tokenizer pads with <|endoftext|>
+    tokenizer: str | None = None
+
+
+@dataclass
+class GenerationConfig:
+    """Stable Diffusion 1.5 ([GEN]) or InstructPix2Pix ([EDIT]) behind the ``emb_proj`` + ``llm2sd_mapper`` link.
+
+    The defaults are SD 1.5 for [GEN]; :meth:`instruct_pix2pix` gives [EDIT]'s sizes and
+    :meth:`tiny` a CPU-test size. ``guidance_scale`` is a per-model setting: 7.5 suits SD 1.5, small
+    models need 1.25–1.5 (DESIGN §7).
+    """
+
+    cross_attention_dim: int = 768  # mapper width = UNet cross-attention width = CLIP text width
+    mapper_queries: int = 77        # learned mapper targets = prompt_embeds length = caption length
     guidance_scale: float = 7.5
+    mapper_heads: int = 8
+    mapper_ffn_dim: int = 3072
+    mapper_encoder_layers: int = 1
+    mapper_decoder_layers: int = 1
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig | None = field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    image_size: int = 512           # default output side in pixels; training targets are resized to it
+    # noise schedule (training and sampling)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # sampling
+    scheduler: str = "DDIMScheduler"  # the name of any diffusers scheduler class
+    num_inference_steps: int = 50
+    image_guidance_scale: float = 1.5  # [EDIT] only: pull towards the source image
+    # training
+    condition_dropout: float = 0.1  # [GEN] 0.1; [EDIT] 0.05 (InstructPix2Pix's text/image scheme)
+    caption_loss_weight: float = 0.1
+    train_unet: bool = False        # SD's UNet is frozen for [GEN]; InstructPix2Pix's is trained
+
+    @classmethod
+    def instruct_pix2pix(cls) -> GenerationConfig:
+        """InstructPix2Pix at SD 1.5 sizes: an 8-channel UNet input, trained, 5% condition dropout."""
+        return cls(unet=UNetConfig(in_channels=8), condition_dropout=0.05, train_unet=True)
+
+    @classmethod
+    def tiny(cls, edit: bool = False, latent: bool = False) -> GenerationConfig:
+        """A few hundred thousand parameters, 16² pixel-space images (32² through a tiny VAE with ``latent``).
+
+        The text encoder reads the shipped word-level vocabulary (``<s>`` 1, ``</s>`` 2); no download.
+        """
+        channels = 4 if latent else 3
+        return cls(
+            cross_attention_dim=32, mapper_queries=16, guidance_scale=1.5, mapper_heads=4, mapper_ffn_dim=64,
+            unet=UNetConfig(
+                in_channels=channels * (2 if edit else 1), out_channels=channels, sample_size=16,
+                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=2,
+                norm_num_groups=8,
+            ),
+            vae=VAEConfig(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4) if latent else None,
+            text_encoder=TextEncoderConfig(
+                vocab_size=builtin_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=16, bos_token_id=1,
+                eos_token_id=2, pad_token_id=2, tokenizer="builtin:words",
+            ),
+            image_size=32 if latent else 16, beta_schedule="squaredcos_cap_v2", num_inference_steps=10,
+            condition_dropout=0.05 if edit else 0.1, train_unet=edit,
+        )
 
 
 @dataclass
@@ -210,5 +358,5 @@ def _seven_b() -> VisionLLMv2Config:
         detection=DetectionConfig(),
         pose=PoseConfig(),
         generation=GenerationConfig(),
-        editing=GenerationConfig(),
+        editing=GenerationConfig.instruct_pix2pix(),
     )

@@ -19,9 +19,27 @@ from .errors import CheckpointError
 RENAMES: list[tuple[str, str]] = [
     # transformers ≥ 5 CLIPVisionModel has no `vision_model` level.
     (r"^vis_encoder\.vision_model\.", "vis_encoder."),
+    # Grounding DINO's Swin: transformers' SwinBackbone wraps SwinModel as `swin`, attention and
+    # MLP sub-modules renamed (the same renames transformers applies to its own Swin checkpoints).
+    (r"^(gdino\.model\.backbone\.conv_encoder\.model)\.(embeddings|encoder)\.", r"\1.swin.\2."),
+]
+# Applied after the first pass, to keys the first pass produced (sub-module renames inside gdino's Swin).
+SWIN_RENAMES: list[tuple[str, str]] = [
+    (r"^(gdino\.model\.backbone\..*)\.attention\.self\.query\.", r"\1.attention.q_proj."),
+    (r"^(gdino\.model\.backbone\..*)\.attention\.self\.key\.", r"\1.attention.k_proj."),
+    (r"^(gdino\.model\.backbone\..*)\.attention\.self\.value\.", r"\1.attention.v_proj."),
+    (r"^(gdino\.model\.backbone\..*)\.attention\.output\.dense\.", r"\1.attention.o_proj."),
+    (r"^(gdino\.model\.backbone\..*)\.attention\.self\.relative_position_bias_table$",
+     r"\1.attention.relative_position_bias.relative_position_bias_table"),
+    (r"^(gdino\.model\.backbone\..*\.blocks\.\d+)\.intermediate\.dense\.", r"\1.mlp.fc1."),
+    (r"^(gdino\.model\.backbone\..*\.blocks\.\d+)\.output\.dense\.", r"\1.mlp.fc2."),
 ]
 # One official tensor → several of ours, chunked along dim 0 (packed q/k/v projections).
-SPLITS: list[tuple[str, tuple[str, ...]]] = []
+SPLITS: list[tuple[str, tuple[str, ...]]] = [
+    # Grounding DINO's packed nn.MultiheadAttention → transformers' separate query/key/value Linear layers.
+    (r"^(gdino\.model\.(?:encoder\.layers\.\d+\.text_enhancer_layer\.self_attn|decoder\.layers\.\d+\.(?:self_attn|encoder_attn_text)))\.in_proj_(weight|bias)$",
+     (r"\1.query.\2", r"\1.key.\2", r"\1.value.\2")),
+]
 # Official persistent buffers that our modules recompute.
 DROPS: list[str] = [r"\.relative_position_index$"]
 
@@ -36,6 +54,10 @@ def map_official_key(key: str) -> list[str]:
         if re.search(pattern, key):
             return [re.sub(pattern, target, key) for target in targets]
     for pattern, replacement in RENAMES:
+        if re.search(pattern, key):
+            key = re.sub(pattern, replacement, key)
+            break
+    for pattern, replacement in SWIN_RENAMES:
         if re.search(pattern, key):
             return [re.sub(pattern, replacement, key)]
     return [key]
@@ -61,8 +83,9 @@ def _selected(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") or key.startswith(p + "_") for p in prefixes)
 
 
-def expected_shapes(config: VisionLLMv2Config) -> dict[str, tuple[int, ...]]:
-    """Our state-dict keys and shapes for ``config``, built without allocating weights."""
+def expected_shapes(config: VisionLLMv2Config) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """Our state-dict keys and shapes for ``config`` (built without allocating weights), and which of
+    them are aliases of another key (shared heads: filled through the tie, no source needed)."""
     from accelerate import init_empty_weights
 
     from .checkpoint import alias_keys
@@ -71,15 +94,13 @@ def expected_shapes(config: VisionLLMv2Config) -> dict[str, tuple[int, ...]]:
 
     with init_empty_weights(include_buffers=False):
         model = VisionLLMv2.from_config(config, decoders=build_decoders(config))
-    aliases = alias_keys(model)
-    persistent = model.state_dict()
-    return {k: tuple(v.shape) for k, v in persistent.items() if k not in aliases}
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, set(alias_keys(model))
 
 
 def check_manifest(manifest: dict[str, list], prefixes: tuple[str, ...] = CORE_PREFIXES,
                    config: VisionLLMv2Config | None = None) -> ManifestReport:
     """Map every official key under ``prefixes`` and compare with the ``7b`` preset's shapes."""
-    ours = expected_shapes(config or VisionLLMv2Config.preset("7b"))
+    ours, aliases = expected_shapes(config or VisionLLMv2Config.preset("7b"))
     report = ManifestReport()
     filled: set[str] = set()
     sourced: set[str] = set()  # our keys some official key points at, whatever its shape
@@ -103,7 +124,7 @@ def check_manifest(manifest: dict[str, list], prefixes: tuple[str, ...] = CORE_P
                 filled.add(target)
         if all(t in filled for t in targets):
             report.mapped += 1
-    report.unexpected = sorted(k for k in ours if _selected(k, prefixes) and k not in sourced)
+    report.unexpected = sorted(k for k in ours if _selected(k, prefixes) and k not in sourced and k not in aliases)
     return report
 
 

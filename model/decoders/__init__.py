@@ -20,4 +20,9 @@ __all__ = ["DecoderOutput", "LinkStates", "TaskDecoder", "build_decoders"]
 
 def build_decoders(config: VisionLLMv2Config) -> dict[str, TaskDecoder]:
     """The decoders this config asks for that this version of the package can build."""
-    return {}
+    decoders: dict[str, TaskDecoder] = {}
+    if config.detection is not None:
+        from .detection import DetectionDecoder
+
+        decoders["gdino"] = DetectionDecoder(config.detection, config.llm.hidden_size)
+    return decoders

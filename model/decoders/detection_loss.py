@@ -1,0 +1,113 @@
+"""Set losses for the detection decoder: Hungarian matching, focal classification, L1 + GIoU boxes,
+mask BCE + dice on sampled points; for every decoder layer (auxiliary) and the two-stage proposals.
+
+Contrastive denoising queries (DINO) are not used: the tiny and ShapesWorld models converge without
+them (DESIGN §7) and the official decoder trains fine from the released weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.image_transforms import center_to_corners_format
+from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher
+from transformers.loss.loss_for_object_detection import dice_loss, generalized_box_iou, sigmoid_focal_loss
+
+from ..config import DetectionConfig
+from ..errors import InvalidInputError
+from .detection import DetectorInputs, DetectorRaw
+
+
+@dataclass
+class DetectionTarget:
+    """Ground truth of one image: ``boxes`` ``(N, 4)`` xyxy original pixels, ``labels`` ``(N,)`` group
+    index within the image's groups, optional ``masks`` ``(N, H, W)`` bool at original size."""
+
+    boxes: torch.Tensor | np.ndarray
+    labels: torch.Tensor | np.ndarray
+    masks: torch.Tensor | np.ndarray | None = None
+
+
+def _normalised(target: DetectionTarget, original: tuple[int, int], device: torch.device) -> dict[str, torch.Tensor]:
+    boxes = torch.as_tensor(np.asarray(target.boxes), dtype=torch.float32, device=device).reshape(-1, 4)
+    labels = torch.as_tensor(np.asarray(target.labels), dtype=torch.long, device=device).reshape(-1)
+    if len(boxes) != len(labels):
+        raise InvalidInputError(f"detection target: {len(boxes)} boxes but {len(labels)} labels")
+    w, h = original
+    scale = boxes.new_tensor([w, h, w, h])
+    xyxy = boxes / scale
+    cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+                          xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], -1)
+    return {"class_labels": labels, "boxes": cxcywh}
+
+
+def _mask_losses(pred: torch.Tensor, target_masks: list[torch.Tensor], inputs: DetectorInputs, points: int,
+                 num_boxes: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE + dice at random points of the image, on matched (prediction, target) pairs.
+
+    pred: per image the matched mask logits ``(n, H/4, W/4)`` on the padded input; targets at
+    original size. Both are sampled at the same image-relative points, so sizes never need to match.
+    """
+    bce, dice = [], []
+    for logits, truth, (rh, rw) in zip(pred, target_masks, inputs.resized):
+        if len(logits) == 0:
+            continue
+        ph, pw = inputs.pixel_values.shape[-2:]
+        coords = torch.rand(len(logits), points, 2, device=logits.device)  # (n, P, 2) in [0, 1] of the image
+        # Image-relative → padded-input-relative grid coordinates in [-1, 1].
+        grid = torch.stack([coords[..., 0] * rw / pw, coords[..., 1] * rh / ph], -1) * 2 - 1
+        sampled = F.grid_sample(logits[:, None], grid[:, None], align_corners=False)[:, 0, 0]  # (n, P)
+        truth_grid = coords * 2 - 1
+        labels = F.grid_sample(truth[:, None].float(), truth_grid[:, None], mode="nearest", align_corners=False)[:, 0, 0]
+        bce.append(F.binary_cross_entropy_with_logits(sampled, labels, reduction="none").mean(1).sum())
+        dice.append(dice_loss(sampled, labels, 1.0))
+    zero = pred[0].sum() * 0 if pred else torch.zeros(())
+    return (torch.stack(bce).sum() / num_boxes if bce else zero), (torch.stack(dice).sum() / num_boxes if dice else zero)
+
+
+def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inputs: DetectorInputs,
+                   config: DetectionConfig) -> dict[str, torch.Tensor]:
+    """Weighted losses summed over decoder layers and the encoder proposals; keys name each part."""
+    device = raw.logits.device
+    if any(t is None for t in targets):
+        raise InvalidInputError("detection loss: every image with groups needs a DetectionTarget")
+    normalised = [_normalised(t, size, device) for t, size in zip(targets, inputs.original)]
+    for target, groups in zip(normalised, raw.group_mask.sum(1).tolist()):
+        if len(target["class_labels"]) and int(target["class_labels"].max()) >= groups:
+            raise InvalidInputError(
+                f"detection target: label {int(target['class_labels'].max())} but the image has {groups} groups"
+            )
+    masks = None
+    if raw.masks is not None and all(t.masks is not None for t in targets):
+        masks = [torch.as_tensor(np.asarray(t.masks), device=device).bool() for t in targets]
+    matcher = DeformableDetrHungarianMatcher(class_cost=config.class_weight, bbox_cost=config.box_l1_weight,
+                                             giou_cost=config.giou_weight)
+    num_boxes = max(float(sum(len(t["boxes"]) for t in normalised)), 1.0)
+    stages = [(f"layer{l}", raw.logits[l], raw.boxes[l], None if raw.masks is None else raw.masks[l])
+              for l in range(raw.logits.shape[0])]
+    stages.append(("encoder", raw.encoder_logits, raw.encoder_boxes, None))
+    losses: dict[str, torch.Tensor] = {}
+    for name, logits, boxes, stage_masks in stages:
+        indices = matcher({"logits": logits, "pred_boxes": boxes}, normalised)
+        onehot = torch.zeros_like(logits)
+        for b, (q, t) in enumerate(indices):
+            onehot[b, q, normalised[b]["class_labels"][t]] = 1.0
+        # sigmoid_focal_loss averages over queries; × Q makes it a sum per box as in Deformable DETR.
+        focal = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=config.focal_alpha) * logits.shape[1]
+        matched = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
+        truth = torch.cat([normalised[b]["boxes"][t] for b, (_, t) in enumerate(indices)])
+        l1 = F.l1_loss(matched, truth, reduction="sum") / num_boxes
+        giou = (1 - torch.diag(generalized_box_iou(center_to_corners_format(matched), center_to_corners_format(truth)))).sum() / num_boxes
+        losses[f"{name}_class"] = config.class_weight * focal
+        losses[f"{name}_l1"] = config.box_l1_weight * l1
+        losses[f"{name}_giou"] = config.giou_weight * giou
+        if stage_masks is not None and masks is not None:
+            pred = [stage_masks[b, q] for b, (q, _) in enumerate(indices)]
+            truth_masks = [masks[b][t] for b, (_, t) in enumerate(indices)]
+            bce, dice = _mask_losses(pred, truth_masks, inputs, config.mask_points, num_boxes)
+            losses[f"{name}_mask"] = config.mask_bce_weight * bce
+            losses[f"{name}_dice"] = config.dice_weight * dice
+    return losses

@@ -1,0 +1,36 @@
+"""Small building blocks shared by the decoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    """``layers.0 … layers.{n-1}`` Linear layers with ReLU between (DETR's prediction head)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            if index < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class ConvNorm(nn.Conv2d):
+    """A conv whose GroupNorm is a child named ``norm`` (detectron2's layout: keys ``weight``, ``norm.*``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, relu: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.GroupNorm(32 if out_channels % 32 == 0 else 8, out_channels)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(super().forward(x))
+        return F.relu(x) if self.relu else x
