@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
-
 from visionllm2.model.errors import InvalidInputError, describe
 
 # Marker key of an encoded array in JSON; unlikely to collide with a user's dict keys.
@@ -32,7 +32,7 @@ _ARRAY_KEY = "__ndarray__"
 def encode_array(array: np.ndarray) -> dict[str, Any]:
     """JSON form of an array: dtype, shape and the raw little-endian bytes in base64.
 
-    Raw bytes (not decimal floats) make the round trip exact for float32, NaN-free or not.
+    Raw bytes, not decimal text, make the round trip bit-exact for float32.
     """
     array = np.ascontiguousarray(array)
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
@@ -54,7 +54,7 @@ def is_encoded_array(value: object) -> bool:
     return isinstance(value, dict) and _ARRAY_KEY in value
 
 
-def _to_numpy(value: object) -> object:
+def to_numpy(value: object) -> object:
     """Turn torch tensors (without importing torch) and encoded dicts into numpy arrays."""
     if is_encoded_array(value):
         return decode_array(value)  # type: ignore[arg-type]
@@ -68,15 +68,15 @@ def as_array(value: object, dtype: type | np.dtype, where: str, shape: str) -> n
 
     ``shape`` is only used in the message when the value cannot be converted at all.
     """
-    value = _to_numpy(value)
+    value = to_numpy(value)
     try:
         array = np.asarray(value)
         if dtype is bool and array.dtype != bool:
-            # Integer 0/1 masks are common (uint8 from OpenCV); probabilities are not masks.
+            # Integer masks (0/1, or 0/255 from PIL and OpenCV) are common: nonzero is inside.
+            # Float masks are refused: they are usually probabilities that need a threshold.
             if not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
                 raise TypeError
-            if array.size and not np.isin(array, (0, 1)).all():
-                raise TypeError
+            return array != 0
         return np.array(array, dtype=dtype, copy=None)
     except (TypeError, ValueError):
         raise InvalidInputError(
@@ -111,8 +111,18 @@ def check_xyxy(xyxy: np.ndarray, where: str) -> None:
         )
 
 
-def arrays_equal(a: object, b: object) -> bool:
-    """Equality that treats arrays by value (shape, dtype and bits) and recurses into containers."""
+def as_xyxy(value: object, where: str) -> np.ndarray:
+    """float32 ``(N, 4)`` boxes from anything array-like; ``[]`` means no boxes."""
+    xyxy = as_array(value, np.float32, where, "(N, 4)")
+    if xyxy.size == 0 and xyxy.ndim == 1:
+        xyxy = xyxy.reshape(0, 4)
+    check_shape(xyxy, (None, 4), where, "(N, 4)")
+    check_xyxy(xyxy, where)
+    return xyxy
+
+
+def values_equal(a: object, b: object) -> bool:
+    """Equality that compares arrays and images by value and recurses into containers."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -120,10 +130,18 @@ def arrays_equal(a: object, b: object) -> bool:
             and a.dtype == b.dtype
             and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
         )
+    if isinstance(a, Image.Image) or isinstance(b, Image.Image):
+        # PIL's own == also compares ``info``, which a PNG round trip changes; pixels are what count.
+        return (
+            isinstance(a, Image.Image)
+            and isinstance(b, Image.Image)
+            and (a.mode, a.size) == (b.mode, b.size)
+            and a.tobytes() == b.tobytes()
+        )
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(arrays_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(arrays_equal(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
     return bool(a == b)
 
 
@@ -136,24 +154,33 @@ Array = Annotated[np.ndarray, PlainSerializer(encode_array, when_used="json")]
 # --------------------------------------------------------------------------------------------
 
 
-def _as_input_error(model: type, error: ValidationError) -> InvalidInputError:
-    """Turn pydantic's ValidationError into our typed error, keeping our own message when it is one."""
+def _as_input_error(model: type[Model], error: ValidationError) -> InvalidInputError:
+    """Turn pydantic's ValidationError into the model's typed error, keeping our own message.
+
+    Our validators raise InvalidInputError (a ValueError), which pydantic wraps; unwrap it, and
+    narrow it to the model's error class (e.g. InvalidPromptError for prompts).
+    """
+    kind = model._error
     for item in error.errors():
         original = (item.get("ctx") or {}).get("error")
-        if isinstance(original, InvalidInputError):
+        if isinstance(original, kind):
             return original
+        if isinstance(original, InvalidInputError):
+            return kind(str(original))
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "input"
     if first["type"] == "missing":
-        return InvalidInputError(f"{model.__name__}.{where}: expected a value (required field), got none")
-    got = describe(first.get("input"))
-    return InvalidInputError(f"{model.__name__}.{where}: {first['msg']}; got {got}")
+        return kind(f"{model.__name__}.{where}: expected a value (required field), got none")
+    return kind(f"{model.__name__}.{where}: {first['msg']}; got {describe(first.get('input'))}")
 
 
 class Model(BaseModel):
     """Base of every SDK model: numpy-aware equality, typed errors instead of ValidationError."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    #: The error raised for bad input to this model.
+    _error: ClassVar[type[InvalidInputError]] = InvalidInputError
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -165,10 +192,8 @@ class Model(BaseModel):
         if type(other) is not type(self):
             return NotImplemented
         return all(
-            arrays_equal(getattr(self, name), getattr(other, name)) for name in type(self).model_fields
+            values_equal(getattr(self, name), getattr(other, name)) for name in type(self).model_fields
         )
-
-    __hash__ = None  # type: ignore[assignment]  # arrays are mutable; results are not dict keys
 
     def to_json(self, indent: int | None = None) -> str:
         """Lossless JSON: arrays as base64 raw bytes, masks as RLE, images as PNG."""
@@ -202,7 +227,7 @@ class Result(Model):
     @field_validator("image_size", mode="before")
     @classmethod
     def _check_image_size(cls, value: object) -> tuple[int, int]:
-        value = _to_numpy(value)
+        value = to_numpy(value)
         try:
             width, height = (int(v) for v in value)  # type: ignore[union-attr]
             ok = width > 0 and height > 0 and all(float(v) == int(v) for v in value)  # type: ignore[union-attr]
@@ -227,18 +252,16 @@ class Result(Model):
     def height(self) -> int:
         return self.image_size[1]
 
-    def provenance(self) -> dict[str, Any]:
-        """The shared fields, to pass on when deriving a new result from this one."""
-        return {"image_size": self.image_size, "turn": self.turn, "route": self.route, "asked": list(self.asked)}
 
-
-def as_str_list(value: object, where: str, length: int | None = None) -> list[str]:
+def as_str_list(value: object, where: str) -> list[str]:
     """A list of strings from a list / tuple / 1-D array of strings."""
-    value = _to_numpy(value)
+    value = to_numpy(value)
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, str) for v in value
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) for v in value)
     ):
         raise InvalidInputError(f"{where}: expected a list of str, got {describe(value)}")
     return list(value)
@@ -257,7 +280,9 @@ def normalise_index(index: object, length: int, where: str) -> np.ndarray:
     Supported: int (negative counts from the end), slice, bool mask of length N, int array/list.
     """
     if isinstance(index, (bool, np.bool_)):
-        raise InvalidInputError(f"{where}[...]: expected int, slice, bool mask or int array, got {describe(index)}")
+        raise InvalidInputError(
+            f"{where}[...]: expected int, slice, bool mask or int array, got {describe(index)}"
+        )
     if isinstance(index, (int, np.integer)):
         i = int(index)
         if not -length <= i < length:
@@ -265,15 +290,19 @@ def normalise_index(index: object, length: int, where: str) -> np.ndarray:
         return np.array([i % length], dtype=np.int64)
     if isinstance(index, slice):
         return np.arange(length, dtype=np.int64)[index]
-    array = np.asarray(_to_numpy(index))
+    array = np.asarray(to_numpy(index))
     if array.dtype == bool:
         if array.shape != (length,):
-            raise InvalidInputError(f"{where}[mask]: expected a bool mask of shape ({length},), got {describe(array)}")
+            raise InvalidInputError(
+                f"{where}[mask]: expected a bool mask of shape ({length},), got {describe(array)}"
+            )
         return np.flatnonzero(array)
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise InvalidInputError(f"{where}[...]: expected int, slice, bool mask or 1-D int array, got {describe(array)}")
+        raise InvalidInputError(
+            f"{where}[...]: expected int, slice, bool mask or 1-D int array, got {describe(array)}"
+        )
     if ((array < -length) | (array >= length)).any():
         raise IndexError(f"{where}[...]: indices {array.tolist()} out of range for {length} items")
     return array.astype(np.int64) % max(length, 1)
@@ -311,8 +340,8 @@ class Indexable:
         return type(self)(**fields)
 
 
-class Detections(Indexable, Result):
-    """Shared behaviour of per-instance results with ``labels`` and ``scores``: filter and empty."""
+class Instances(Indexable, Result):
+    """Per-instance results (Boxes, Masks, Poses): ``labels``, ``scores``, ``filter``, ``empty``."""
 
     labels: list[str]
     scores: Array

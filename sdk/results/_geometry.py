@@ -15,7 +15,6 @@ import numpy as np
 import shapely
 from pycocotools import mask as coco_mask
 from shapely.geometry.base import BaseGeometry
-
 from visionllm2.model.errors import InvalidInputError, describe
 
 
@@ -26,20 +25,32 @@ def mask_to_geometry(mask: np.ndarray, simplify: float = 0.0) -> BaseGeometry:
     ``simplify`` > 0 drops staircase vertices up to that many pixels off (topology kept).
     """
     height, width = mask.shape
-    # Horizontal runs of True per row: +1 where a run starts, -1 one past where it ends.
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    _, ends = np.nonzero(steps == -1)  # row-major order, so ends pair up with starts
-    if rows.size == 0:
+    padded = np.zeros((height + 2, width + 2), dtype=bool)
+    padded[1:-1, 1:-1] = mask
+    # Unit pixel edges with mask on one side only. Unit segments meet only at their ends, which
+    # is the noding polygonize needs; unioning per-row rectangles instead is ~50x slower on
+    # fragmented masks.
+    rows, cols = np.nonzero(
+        padded[1:-1, 1:] != padded[1:-1, :-1]
+    )  # vertical edge x=cols, y in [rows, rows+1]
+    vertical = np.stack([np.stack([cols, rows], 1), np.stack([cols, rows + 1], 1)], 1)
+    rows, cols = np.nonzero(
+        padded[1:, 1:-1] != padded[:-1, 1:-1]
+    )  # horizontal edge y=rows, x in [cols, cols+1]
+    horizontal = np.stack([np.stack([cols, rows], 1), np.stack([cols + 1, rows], 1)], 1)
+    segments = np.concatenate([vertical, horizontal]).astype(np.float64)
+    if len(segments) == 0:
         return shapely.Polygon()
-    cells = shapely.box(starts, rows, ends, rows + 1)
-    # Runs of adjacent rows share only parts of edges, which coverage_union cannot merge.
-    outline = shapely.union_all(cells)
-    # Drop the collinear vertices left where two runs met; simplify(0) keeps the shape exactly.
-    outline = shapely.simplify(outline, simplify, preserve_topology=True)
-    return outline
+    faces = np.asarray(shapely.get_parts(shapely.polygonize(shapely.linestrings(segments))))
+    # Every face is wholly inside or outside the mask; an interior point tells which. The pixel
+    # holding it (floor) belongs to the face even when the point sits on a grid line.
+    inside = shapely.get_coordinates(shapely.point_on_surface(faces))
+    keep = mask[np.floor(inside[:, 1]).astype(int), np.floor(inside[:, 0]).astype(int)]
+    # Per face: simplifying the whole MultiPolygon with topology checks is quadratic in parts.
+    # Tolerance 0 only drops the collinear vertices between unit edges, so no check is needed.
+    parts = shapely.simplify(faces[keep], simplify, preserve_topology=simplify > 0)
+    # Kept faces touch at most at corners, so together they are a valid MultiPolygon as they are.
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(list(parts))
 
 
 def as_geometry(polygon: object, where: str) -> BaseGeometry:
@@ -88,7 +99,10 @@ def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
     # pycocotools wants (H, W, N) uint8 in Fortran order.
     stacked = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
     encoded = coco_mask.encode(stacked)
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in encoded]
+    return [
+        {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+        for r in encoded
+    ]
 
 
 def decode_rle(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:
@@ -99,9 +113,14 @@ def decode_rle(segmentation: Any, height: int, width: int, where: str) -> np.nda
         rle = coco_mask.frPyObjects(segmentation, height, width)  # uncompressed RLE
     elif isinstance(segmentation, dict) and "counts" in segmentation:
         counts = segmentation["counts"]
-        rle = {"size": list(segmentation["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        rle = {
+            "size": list(segmentation["size"]),
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+        }
     else:
-        raise InvalidInputError(f"{where}: expected an RLE dict or a polygon list, got {describe(segmentation)}")
+        raise InvalidInputError(
+            f"{where}: expected an RLE dict or a polygon list, got {describe(segmentation)}"
+        )
     mask = coco_mask.decode(rle).astype(bool)
     if mask.shape != (height, width):
         raise InvalidInputError(

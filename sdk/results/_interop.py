@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
 from visionllm2.model.errors import InvalidImageError, InvalidInputError, describe
 
 
@@ -27,6 +26,36 @@ def supervision() -> ModuleType:
         warnings.filterwarnings("ignore", message=".*OpenCV.*", category=UserWarning)
         import supervision as sv
     return sv
+
+
+# --------------------------------------------------------------------------------------------
+# supervision: what its objects carry, read the same way for Boxes, Masks and Poses
+# --------------------------------------------------------------------------------------------
+
+
+def sv_confidence(detections: Any, n: int) -> np.ndarray:
+    """Scores from ``confidence``; detections without one (ground truth) count as certain."""
+    confidence = getattr(detections, "confidence", None)
+    return np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32)
+
+
+def sv_class_names(detections: Any, n: int) -> list[str]:
+    names = (getattr(detections, "data", None) or {}).get("class_name")
+    if names is not None:
+        return [str(name) for name in names]
+    class_id = getattr(detections, "class_id", None)
+    if class_id is not None:
+        return [str(int(c)) for c in class_id]
+    if n:
+        raise InvalidInputError(
+            "from_supervision: expected data['class_name'] or class_id to name the objects, got neither"
+        )
+    return []
+
+
+def sv_ids(detections: Any) -> list[str] | None:
+    ids = (getattr(detections, "data", None) or {}).get("id")
+    return None if ids is None else [str(i) for i in ids]
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,31 +98,50 @@ def category_table(
 
 
 def coco_document(
-    result: Any, image_id: int, table: Mapping[str, int], annotations: list[dict[str, Any]],
+    result: Any,
+    image_id: int,
+    table: Mapping[str, int],
+    annotations: list[dict[str, Any]],
     category_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A COCO dataset dict for one image; ``info`` keeps the provenance for a lossless return."""
+    """A COCO dataset dict for one image; ``info`` keeps the provenance for a lossless return.
+
+    ``category_extra`` goes into every category and into ``info`` too, so it survives a result
+    with no categories at all (nothing asked, nothing found).
+    """
     categories = [{"id": i, "name": name, **(category_extra or {})} for name, i in table.items()]
     return {
-        "info": {"asked": list(result.asked), "turn": result.turn, "route": result.route},
+        "info": {
+            "asked": list(result.asked),
+            "turn": result.turn,
+            "route": result.route,
+            **(category_extra or {}),
+        },
         "images": [{"id": image_id, "width": result.image_size[0], "height": result.image_size[1]}],
         "annotations": annotations,
         "categories": categories,
     }
 
 
-def coco_image(data: Mapping[str, Any], image_id: int | None, image_size: tuple[int, int] | None) -> tuple[
-    int | None, tuple[int, int]
-]:
-    """The image id and (width, height) to read from a COCO dict."""
-    images = list(data.get("images") or [])
-    if image_id is None and len(images) == 1:
-        image_id = int(images[0]["id"])
-    if image_id is None and len({a.get("image_id") for a in data.get("annotations", [])}) > 1:
-        raise InvalidInputError(
-            f"from_coco: expected image_id= when the data holds several images, got "
-            f"{len(images)} images; pass one of {[im['id'] for im in images][:10]}"
-        )
+def coco_image(
+    data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    image_id: int | None,
+    image_size: tuple[int, int] | None,
+) -> tuple[int | None, tuple[int, int]]:
+    """The image id and (width, height) to read from a COCO dict or a bare annotation list.
+
+    Without ``image_id`` the data must refer to a single image; with several, say which one.
+    """
+    images = list(data.get("images") or []) if isinstance(data, Mapping) else []
+    if image_id is None:
+        annotations = data if not isinstance(data, Mapping) else data.get("annotations") or []
+        ids = {im["id"] for im in images} | {a["image_id"] for a in annotations if "image_id" in a}
+        if len(ids) > 1:
+            raise InvalidInputError(
+                f"from_coco: expected data for one image or image_id=, got {len(ids)} image ids "
+                f"{sorted(ids, key=str)[:10]}"
+            )
+        image_id = next(iter(ids), None)
     if image_size is None:
         entry = next((im for im in images if image_id is None or im["id"] == image_id), None)
         if entry is None:
@@ -105,16 +153,20 @@ def coco_image(data: Mapping[str, Any], image_id: int | None, image_size: tuple[
     return image_id, image_size
 
 
-def coco_annotations(data: Mapping[str, Any] | Sequence[Mapping[str, Any]], image_id: int | None) -> list[
-    dict[str, Any]
-]:
+def coco_annotations(
+    data: Mapping[str, Any] | Sequence[Mapping[str, Any]], image_id: int | None
+) -> list[dict[str, Any]]:
     """The annotations of one image, from a COCO dict or a bare list (as ``loadRes`` takes)."""
     annotations = data if isinstance(data, Sequence) else data.get("annotations", [])
     return [dict(a) for a in annotations if image_id is None or a.get("image_id", image_id) == image_id]
 
 
 def coco_labels(data: Mapping[str, Any], annotations: Sequence[Mapping[str, Any]]) -> list[str]:
-    names = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])} if isinstance(data, Mapping) else {}
+    names = (
+        {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        if isinstance(data, Mapping)
+        else {}
+    )
     return [names.get(int(a["category_id"]), str(a["category_id"])) for a in annotations]
 
 
@@ -149,7 +201,9 @@ def scene(image: object, image_size: tuple[int, int], where: str) -> Image.Image
                 f"{where}: expected a PIL image or an (H, W, 3) uint8 array, got {describe(image)}"
             ) from None
     if not isinstance(image, Image.Image):
-        raise InvalidImageError(f"{where}: expected a PIL image or an (H, W, 3) uint8 array, got {describe(image)}")
+        raise InvalidImageError(
+            f"{where}: expected a PIL image or an (H, W, 3) uint8 array, got {describe(image)}"
+        )
     if image.size != tuple(image_size):
         raise InvalidImageError(
             f"{where}: expected an image of size (width, height) {tuple(image_size)} (the image the "

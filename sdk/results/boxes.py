@@ -9,13 +9,11 @@ import numpy as np
 from PIL import Image
 from pydantic import field_validator, model_validator
 
-from visionllm2.model.errors import InvalidInputError
-
 from . import _interop as io
-from ._base import Array, Detections, as_array, as_str_list, check_shape, check_xyxy
+from ._base import Array, Instances, as_str_list, as_xyxy
 
 
-class Boxes(Detections):
+class Boxes(Instances):
     """N axis-aligned boxes on one image.
 
     Attributes:
@@ -38,13 +36,7 @@ class Boxes(Detections):
     @field_validator("xyxy", mode="before")
     @classmethod
     def _coerce_xyxy(cls, value: object) -> np.ndarray:
-        where = f"{cls.__name__}.xyxy"
-        xyxy = as_array(value, np.float32, where, "(N, 4)")
-        if xyxy.size == 0 and xyxy.ndim == 1:
-            xyxy = xyxy.reshape(0, 4)  # ``[]`` means no boxes
-        check_shape(xyxy, (None, 4), where, "(N, 4)")
-        check_xyxy(xyxy, where)
-        return xyxy
+        return as_xyxy(value, f"{cls.__name__}.xyxy")
 
     @field_validator("ids", mode="before")
     @classmethod
@@ -91,7 +83,9 @@ class Boxes(Detections):
         data: dict[str, Any] = {"class_name": np.array(self.labels, dtype=str)}
         if self.ids is not None:
             data["id"] = np.array(self.ids, dtype=str)
-        return sv.Detections(xyxy=self.xyxy.copy(), confidence=self.scores.copy(), class_id=class_id, data=data)
+        return sv.Detections(
+            xyxy=self.xyxy.copy(), confidence=self.scores.copy(), class_id=class_id, data=data
+        )
 
     @classmethod
     def from_supervision(
@@ -101,9 +95,9 @@ class Boxes(Detections):
         n = len(detections)
         return cls(
             xyxy=detections.xyxy,
-            scores=_confidence(detections, n),
-            labels=_class_names(detections, n),
-            ids=_data_ids(detections),
+            scores=io.sv_confidence(detections, n),
+            labels=io.sv_class_names(detections, n),
+            ids=io.sv_ids(detections),
             image_size=image_size,
             asked=list(asked),
             **provenance,
@@ -147,7 +141,7 @@ class Boxes(Detections):
         """From a COCO dict (or a bare annotation list plus ``image_size``). A missing ``score``
         (ground truth) reads as 1.0."""
         meta = data if isinstance(data, Mapping) else {}
-        image_id, size = io.coco_image(meta, image_id, image_size)
+        image_id, size = io.coco_image(data, image_id, image_size)
         annotations = io.coco_annotations(data, image_id)
         return cls(
             xyxy=io.xywh_to_xyxy([a["bbox"] for a in annotations]),
@@ -171,28 +165,3 @@ class Boxes(Detections):
             texts = io.label_texts(self.labels, self.scores)
             picture = sv.LabelAnnotator().annotate(picture, detections, labels=texts)
         return picture
-
-
-def _confidence(detections: Any, n: int) -> np.ndarray:
-    """Scores from ``confidence``; detections without one (ground truth) count as certain."""
-    confidence = getattr(detections, "confidence", None)
-    return np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32)
-
-
-def _class_names(detections: Any, n: int) -> list[str]:
-    names = (getattr(detections, "data", None) or {}).get("class_name")
-    if names is not None:
-        return [str(name) for name in names]
-    class_id = getattr(detections, "class_id", None)
-    if class_id is not None:
-        return [str(int(c)) for c in class_id]
-    if n:
-        raise InvalidInputError(
-            "from_supervision: expected data['class_name'] or class_id to name the objects, got neither"
-        )
-    return []
-
-
-def _data_ids(detections: Any) -> list[str] | None:
-    ids = (getattr(detections, "data", None) or {}).get("id")
-    return None if ids is None else [str(i) for i in ids]

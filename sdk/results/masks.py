@@ -9,13 +9,11 @@ import numpy as np
 from PIL import Image
 from pydantic import ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from shapely.geometry.base import BaseGeometry
-
 from visionllm2.model.errors import InvalidInputError, describe
 
 from . import _geometry as geo
 from . import _interop as io
-from ._base import Array, Detections, as_array, check_shape, check_xyxy
-from .boxes import _class_names, _confidence
+from ._base import Array, Instances, as_array, as_xyxy, check_shape
 
 _RLE_KEY = "__rle__"
 
@@ -36,7 +34,7 @@ def _masks_from_json(data: Mapping[str, Any]) -> np.ndarray:
 MaskArray = Annotated[np.ndarray, PlainSerializer(_masks_to_json, when_used="json")]
 
 
-class Masks(Detections):
+class Masks(Instances):
     """N binary masks on one image, at the original resolution.
 
     Attributes:
@@ -86,13 +84,7 @@ class Masks(Detections):
     def _coerce_boxes(cls, value: object) -> np.ndarray | None:
         if value is None:
             return None
-        where = f"{cls.__name__}.boxes"
-        boxes = as_array(value, np.float32, where, "(N, 4)")
-        if boxes.size == 0 and boxes.ndim == 1:
-            boxes = boxes.reshape(0, 4)
-        check_shape(boxes, (None, 4), where, "(N, 4)")
-        check_xyxy(boxes, where)
-        return boxes
+        return as_xyxy(value, f"{cls.__name__}.boxes")
 
     @model_validator(mode="after")
     def _check_per_mask(self) -> Self:
@@ -155,8 +147,8 @@ class Masks(Detections):
         masks = np.zeros((0, height, width), bool) if n == 0 else np.asarray(detections.mask, dtype=bool)
         result = cls(
             masks=masks,
-            scores=_confidence(detections, n),
-            labels=_class_names(detections, n),
+            scores=io.sv_confidence(detections, n),
+            labels=io.sv_class_names(detections, n),
             boxes=detections.xyxy,
             image_size=image_size,
             asked=list(asked),
@@ -176,16 +168,18 @@ class Masks(Detections):
         rles = geo.encode_rle(self.masks)
         bboxes = io.xyxy_to_xywh(self.boxes)
         for k, (rle, area) in enumerate(zip(rles, self.area.tolist())):
-            annotations.append({
-                "id": start_id + k,
-                "image_id": image_id,
-                "category_id": table[self.labels[k]],
-                "segmentation": rle,
-                "bbox": bboxes[k],
-                "area": float(area),
-                "score": float(self.scores[k]),
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": start_id + k,
+                    "image_id": image_id,
+                    "category_id": table[self.labels[k]],
+                    "segmentation": rle,
+                    "bbox": bboxes[k],
+                    "area": float(area),
+                    "score": float(self.scores[k]),
+                    "iscrowd": 0,
+                }
+            )
         return io.coco_document(self, image_id, table, annotations)
 
     @classmethod
@@ -195,10 +189,10 @@ class Masks(Detections):
         image_id: int | None = None,
         image_size: tuple[int, int] | None = None,
     ) -> Self:
-        """From a COCO dict (RLE or polygon segmentations); ``bbox`` is kept only where it differs
-        from the mask's tight box."""
+        """From a COCO dict (RLE or polygon segmentations). The ``bbox`` values are kept as
+        ``boxes`` unless they merely restate the masks' tight boxes."""
         meta = data if isinstance(data, Mapping) else {}
-        image_id, size = io.coco_image(meta, image_id, image_size)
+        image_id, size = io.coco_image(data, image_id, image_size)
         annotations = io.coco_annotations(data, image_id)
         width, height = size
         masks = np.zeros((len(annotations), height, width), dtype=bool)
@@ -235,7 +229,9 @@ class Masks(Detections):
     ) -> Self:
         """Rasterise one polygon per mask (shapely geometry or ``(M, 2)`` vertices in pixels): a
         pixel is in the mask when its centre lies in or on the polygon. Scores default to 1."""
-        geometries = [geo.as_geometry(p, f"{cls.__name__}.from_polygons[{k}]") for k, p in enumerate(polygons)]
+        geometries = [
+            geo.as_geometry(p, f"{cls.__name__}.from_polygons[{k}]") for k, p in enumerate(polygons)
+        ]
         width, height = image_size
         masks = np.zeros((len(geometries), height, width), dtype=bool)
         for k, geometry in enumerate(geometries):
@@ -245,7 +241,9 @@ class Masks(Detections):
 
     # ---------------------------------------------------------------- drawing
 
-    def annotate(self, image: Image.Image | np.ndarray, labels: bool = True, opacity: float = 0.5) -> Image.Image:
+    def annotate(
+        self, image: Image.Image | np.ndarray, labels: bool = True, opacity: float = 0.5
+    ) -> Image.Image:
         """A copy of ``image`` with the masks overlaid (and their labels, at the box corner)."""
         sv = io.supervision()
         picture = io.scene(image, self.image_size, f"{type(self).__name__}.annotate")
