@@ -1,0 +1,177 @@
+"""The detection decoder on a tiny config: shapes, link gradients, matching, post-processing, overfitting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from shapes_fixture import CLASSES, scene
+
+from visionllm2.model import tokens as T
+from visionllm2.model.batch import collate
+from visionllm2.model.config import DetectionConfig, VisionLLMv2Config
+from visionllm2.model.decoders import build_decoders
+from visionllm2.model.decoders.base import LinkStates
+from visionllm2.model.decoders.detection import DetectionDecoder
+from visionllm2.model.decoders.detection_eval import CocoEvaluator
+from visionllm2.model.decoders.detection_loss import DetectionTarget, detection_loss
+from visionllm2.model.errors import InvalidInputError, TooManyGroupsError
+from visionllm2.model.processor import ImageSlot, Message, Processor
+from visionllm2.model.visionllm import VisionLLMv2
+
+
+def link_states(groups_per_image: list[int], width: int = 64) -> LinkStates:
+    total = sum(groups_per_image)
+    rows = [r for r, n in enumerate(groups_per_image) for _ in range(n)]
+    return LinkStates(torch.randn(total, 4, width, requires_grad=True), [T.DET] * total,
+                      [f"class{i}" for i in range(total)], [[i] for i in range(total)], torch.tensor(rows))
+
+
+@pytest.fixture()
+def decoder() -> DetectionDecoder:
+    torch.manual_seed(0)
+    return DetectionDecoder(DetectionConfig.tiny(), link_width=64)
+
+
+def test_raw_output_shapes(decoder):
+    images = [np.zeros((100, 150, 3), np.uint8), np.zeros((120, 90, 3), np.uint8)]
+    link = link_states([3, 2])
+    text, group_mask, rows = decoder.class_embeddings(link)
+    assert text.shape == (2, 3, 64) and group_mask.tolist() == [[True] * 3, [True, True, False]] and rows == [0, 1]
+    inputs = decoder.preprocess(images)
+    assert inputs.pixel_values.shape[-2] % 32 == 0 and inputs.pixel_values.shape[-1] % 32 == 0
+    assert inputs.resized == [(85, 128), (128, 96)] and inputs.original == [(150, 100), (90, 120)]
+    raw = decoder.run(inputs, text, group_mask)
+    q, layers = decoder.config.num_queries, decoder.config.decoder_layers
+    assert raw.logits.shape == (layers, 2, q, 3) and raw.boxes.shape == (layers, 2, q, 4)
+    assert raw.masks.shape[:3] == (layers, 2, q) and raw.masks.shape[-1] == inputs.pixel_values.shape[-1] // 4
+    assert raw.encoder_logits.shape == (2, q, 3)
+    assert bool((raw.logits[..., 1, :, 2] <= -1e3).all())  # the padded group never scores
+    assert bool(((raw.boxes >= 0) & (raw.boxes <= 1)).all())
+
+
+def test_predictions_are_in_original_pixels_and_explicitly_empty(decoder):
+    link = link_states([2])
+    decoder.config.score_threshold = 0.0
+    out = decoder(link, [np.zeros((100, 150, 3), np.uint8)])
+    prediction = out.predictions[0]
+    assert out.loss is None and prediction.image_size == (150, 100)
+    assert prediction.boxes.shape == (decoder.config.max_detections, 4) if decoder.config.num_queries * 2 >= 100 else True
+    assert bool((prediction.boxes[:, 2] <= 150).all() and (prediction.boxes[:, 3] <= 100).all())
+    assert prediction.masks.shape[1:] == (100, 150) and prediction.best_boxes.shape == (2, 4)
+    decoder.config.score_threshold = 1.01
+    empty = decoder(link, [np.zeros((100, 150, 3), np.uint8)]).predictions[0]
+    assert len(empty.boxes) == 0 and empty.masks.shape == (0, 100, 150) and empty.labels == ["class0", "class1"]
+
+
+def test_too_many_groups_is_a_typed_error_that_says_how_to_split(decoder):
+    with pytest.raises(TooManyGroupsError, match="split the request into chunks of 256"):
+        decoder.class_embeddings(link_states([257]))
+    with pytest.raises(InvalidInputError, match="pass images"):
+        decoder(link_states([1]))
+
+
+def test_matching_and_losses_on_a_hand_made_case(decoder):
+    """A query that already sits on the target box with the right class scores far lower loss."""
+    image = np.zeros((128, 128, 3), np.uint8)
+    inputs = decoder.preprocess([image])
+    target = DetectionTarget(np.array([[32.0, 32.0, 96.0, 96.0]]), np.array([1]))
+    from visionllm2.model.decoders.detection import DetectorRaw
+
+    def raw_with(box, logit):
+        q = decoder.config.num_queries
+        boxes = torch.full((1, 1, q, 4), 0.1)
+        boxes[..., :2] = 0.05
+        boxes[0, 0, 7] = torch.tensor(box)
+        logits = torch.full((1, 1, q, 2), -8.0)
+        logits[0, 0, 7, 1] = logit
+        return DetectorRaw(logits, boxes, None, logits[0], boxes[0], torch.ones(1, 2, dtype=torch.bool))
+
+    perfect = detection_loss(raw_with([0.5, 0.5, 0.5, 0.5], 8.0), [target], inputs, decoder.config)
+    wrong = detection_loss(raw_with([0.2, 0.8, 0.2, 0.2], -8.0), [target], inputs, decoder.config)
+    assert perfect["layer0_l1"].item() == pytest.approx(0.0, abs=1e-6)
+    assert perfect["layer0_giou"].item() == pytest.approx(0.0, abs=1e-5)
+    assert perfect["layer0_class"] < wrong["layer0_class"] and wrong["layer0_l1"] > 1.0
+    with pytest.raises(InvalidInputError, match="label 5 but the image has 2 groups"):
+        detection_loss(raw_with([0.5] * 4, 0.0), [DetectionTarget(np.array([[0, 0, 9, 9]]), np.array([5]))],
+                       inputs, decoder.config)
+
+
+def test_evaluator_scores_perfect_and_shifted_detections():
+    _, boxes, labels, masks = scene(3)
+    perfect = CocoEvaluator(("bbox", "segm"))
+    perfect.add((128, 128), boxes, labels, boxes, np.ones(len(boxes)), labels, masks, masks)
+    assert perfect.compute()["bbox_AP"] == pytest.approx(1.0) and perfect.compute()["segm_AP"] == pytest.approx(1.0)
+    shifted = CocoEvaluator(("bbox",))
+    shifted.add((128, 128), boxes, labels, boxes + 12, np.ones(len(boxes)), labels)
+    assert shifted.compute()["bbox_AP"] < 1.0
+    nothing = CocoEvaluator(("bbox",))
+    nothing.add((128, 128), boxes, labels, np.zeros((0, 4)), np.zeros(0), [])
+    assert nothing.compute()["bbox_AP50"] == 0.0
+
+
+def shapes_training_set(count: int, processor: Processor):
+    chats, targets, images, scenes = [], [], [], []
+    question = "\nCan you analyze the image and identify the red circle, blue square present?"
+    for seed in range(count):
+        image, boxes, labels, masks = scene(seed)
+        answer = ["Yes, here are the results for ", *processor.route_segments(T.DET, CLASSES[0]), ", ",
+                  *processor.route_segments(T.DET, CLASSES[1]), "."]
+        chats.append(processor.build([Message("user", [ImageSlot(0), question]), Message("assistant", answer)], [image]))
+        targets.append(DetectionTarget(boxes, np.array([CLASSES.index(label) for label in labels]), masks))
+        images.append(image)
+        scenes.append((boxes, labels, masks))
+    return chats, targets, images, scenes
+
+
+def tiny_detector_model(tokenizer):
+    torch.manual_seed(0)
+    config = VisionLLMv2Config.preset("tiny")
+    config.detection = DetectionConfig.tiny()
+    return VisionLLMv2.from_config(config, build_decoders(config), tokenizer), config
+
+
+def test_link_gradients_reach_the_llm_through_patch2query(tokenizer):
+    model, config = tiny_detector_model(tokenizer)
+    chats, targets, images, _ = shapes_training_set(2, Processor(config, tokenizer))
+    out = model(collate(chats, tokenizer.pad_id), images, {"gdino": targets})
+    out.decoder_outputs["gdino"].loss.backward()
+    for name, parameter in [("patch2query", model.gdino.patch2query.layers[0].weight),
+                            ("query table", model.emb_embeddings_det.weight),
+                            ("llm", model.llm.model.layers[0].mlp.up_proj.weight),
+                            ("vl_bridge", model.vl_bridge[2].weight)]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def overfit(tokenizer, images_count: int, steps: int):
+    model, config = tiny_detector_model(tokenizer)
+    chats, targets, images, scenes = shapes_training_set(images_count, Processor(config, tokenizer))
+    batch = collate(chats, tokenizer.pad_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        out = model(batch, images, {"gdino": targets})
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.decoder_outputs["gdino"].loss.item())
+    model.eval()
+    with torch.no_grad():
+        predictions = model(batch, images).decoder_outputs["gdino"].predictions
+    evaluator = CocoEvaluator(("bbox", "segm"))
+    for prediction, (boxes, labels, masks) in zip(predictions, scenes):
+        evaluator.add(prediction.image_size, boxes, labels, prediction.boxes.numpy(), prediction.scores.numpy(),
+                      [prediction.labels[g] for g in prediction.groups.tolist()], masks, prediction.masks.numpy())
+    return losses, evaluator.compute()
+
+
+def test_training_steps_lower_the_loss_fast_variant(tokenizer):
+    losses, _ = overfit(tokenizer, images_count=2, steps=12)
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_model_overfits_shapes(tokenizer):
+    losses, metrics = overfit(tokenizer, images_count=4, steps=130)
+    assert losses[-1] < losses[0] / 10
+    assert metrics["bbox_AP50"] >= 0.9
