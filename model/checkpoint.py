@@ -112,7 +112,6 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
     """
     from accelerate import init_empty_weights
 
-    from .decoders import build_decoders
     from .visionllm import VisionLLMv2
 
     directory = Path(directory)
@@ -125,7 +124,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
     tokenizer = load_tokenizer(directory, config)
     # Parameters on the meta device, buffers (rotary frequencies, position ids) computed for real.
     with init_empty_weights(include_buffers=False):
-        model = VisionLLMv2.from_config(config, decoders=build_decoders(config), tokenizer=tokenizer)
+        model = VisionLLMv2.from_config(config, tokenizer=tokenizer)
     aliases = alias_keys(model)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
     files = checkpoint_files(directory)

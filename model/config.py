@@ -155,8 +155,8 @@ class UNetConfig:
     out_channels: int = 4
     sample_size: int = 64           # side of the UNet's input (latent or pixel) grid
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
-    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
-    up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+    up_block_types: tuple[str, ...] = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
     layers_per_block: int = 2
     attention_head_dim: int = 8     # diffusers' name for the number of heads in SD 1.5
     norm_num_groups: int = 32
@@ -349,6 +349,7 @@ def _tiny() -> VisionLLMv2Config:
         ),
         region=RegionConfig(stem_channels=(8, 16), max_points=64),
         link=LinkConfig(gen_queries=8, edit_queries=8),
+        detection=DetectionConfig.tiny(),
     )
 
 

@@ -19,6 +19,8 @@ from .errors import CheckpointError
 RENAMES: list[tuple[str, str]] = [
     # transformers ≥ 5 CLIPVisionModel has no `vision_model` level.
     (r"^vis_encoder\.vision_model\.", "vis_encoder."),
+    # transformers ≥ 5 CLIPTextModel has no `text_model` level either (SD / InstructPix2Pix text towers).
+    (r"^(sd|ip2p)\.sd_text_encoder\.text_model\.", r"\1.sd_text_encoder."),
     # Grounding DINO's Swin: transformers' SwinBackbone wraps SwinModel as `swin`, attention and
     # MLP sub-modules renamed (the same renames transformers applies to its own Swin checkpoints).
     (r"^(gdino\.model\.backbone\.conv_encoder\.model)\.(embeddings|encoder)\.", r"\1.swin.\2."),

@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidImageError, describe
 
@@ -24,7 +24,7 @@ ImageLike = Union[Image.Image, np.ndarray, torch.Tensor, str, Path, bytes]
 def load_image(image: ImageLike, max_pixels: int = 8192 * 8192) -> Image.Image:
     """Any supported image input → an RGB ``PIL.Image``.
 
-    Accepts a ``PIL.Image``; a path or raw encoded bytes; a uint8/float numpy array ``(H, W)``,
+    Accepts a ``PIL.Image`` (EXIF orientation applied); a path or raw encoded bytes; a uint8/float numpy array ``(H, W)``,
     ``(H, W, 3|4)``; a torch tensor ``(3, H, W)`` or ``(H, W, 3)`` with values in [0, 1] (float) or
     [0, 255] (uint8). Refuses empty, corrupt and larger-than-``max_pixels`` images with
     :class:`InvalidImageError`, before decoding pixels where the format allows.
@@ -38,7 +38,9 @@ def load_image(image: ImageLike, max_pixels: int = 8192 * 8192) -> Image.Image:
         image = _from_array(array.numpy())
     elif isinstance(image, np.ndarray):
         image = _from_array(image)
-    elif not isinstance(image, Image.Image):
+    elif isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(image)
+    else:
         raise InvalidImageError(
             f"image: expected a PIL.Image, numpy array, torch tensor, path or bytes, got {describe(image)}"
         )
@@ -75,7 +77,7 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int) -> Image.Image:
                     f"{max_pixels:,}; downscale or tile it first"
                 )
             opened.load()
-            return opened.copy()
+            return ImageOps.exif_transpose(opened)  # upright, as a photo viewer shows it
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise InvalidImageError(f"image {name}: not a readable image ({error})") from error
 

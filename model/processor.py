@@ -48,7 +48,14 @@ class RegionSlot:
     name: str
 
 
-Segment = Union[str, Special, ImageSlot, RegionSlot]
+@dataclass(frozen=True)
+class TokenIds:
+    """Token ids the model itself produced (an earlier answer fed back as history)."""
+
+    ids: tuple[int, ...]
+
+
+Segment = Union[str, Special, ImageSlot, RegionSlot, TokenIds]
 
 
 @dataclass
@@ -139,10 +146,12 @@ class Processor:
                 tiles = images[segment.image_index].pixel_values.shape[0]
                 patches = tiles * self.config.vision.tokens_per_tile
                 ids += [tok.token_id(T.IMAGE_START), *[tok.token_id(T.IMAGE_PATCH)] * patches, tok.token_id(T.IMAGE_END)]
+            elif isinstance(segment, TokenIds):
+                ids += list(segment.ids)
             elif isinstance(segment, RegionSlot):
                 ids += [tok.token_id(T.REGION_START), *tok.encode_text(segment.name), tok.token_id(T.REGION), tok.token_id(T.REGION_END)]
             else:
-                raise InvalidPromptError(f"message segment: expected str, Special, ImageSlot or RegionSlot, got {describe(segment)}")
+                raise InvalidPromptError(f"message segment: expected str, Special, ImageSlot, RegionSlot or TokenIds, got {describe(segment)}")
         return ids
 
     def route_segments(self, route: str, label: str = "") -> list[Segment]:

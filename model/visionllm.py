@@ -82,7 +82,15 @@ class VisionLLMv2(nn.Module):
     @classmethod
     def from_config(cls, config: VisionLLMv2Config, decoders: Mapping[str, TaskDecoder] | None = None,
                     tokenizer: Tokenizer | None = None) -> VisionLLMv2:
-        """Build every part with random weights (wrap in ``torch.device("meta")`` to allocate nothing)."""
+        """Build every part with random weights (under accelerate's ``init_empty_weights`` to allocate nothing).
+
+        ``decoders=None`` builds the decoders the config names (:func:`build_decoders`); pass a dict
+        to supply your own, or ``{}`` for none.
+        """
+        if decoders is None:
+            from .decoders import build_decoders
+
+            decoders = build_decoders(config)
         width = config.llm.hidden_size
         return cls(
             config,

@@ -25,4 +25,12 @@ def build_decoders(config: VisionLLMv2Config) -> dict[str, TaskDecoder]:
         from .detection import DetectionDecoder
 
         decoders["gdino"] = DetectionDecoder(config.detection, config.llm.hidden_size)
+    if config.generation is not None:
+        from .diffusion import GenerationDecoder
+
+        decoders["sd"] = GenerationDecoder(config.generation, config.llm.hidden_size)
+    if config.editing is not None:
+        from .diffusion import EditingDecoder
+
+        decoders["ip2p"] = EditingDecoder(config.editing, config.llm.hidden_size)
     return decoders

@@ -8,13 +8,20 @@ tokenizer, and image ↔ tensor conversion. :mod:`.diffusion` holds the link and
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, ModelMixin, SchedulerMixin, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ConfigMixin,
+    DDPMScheduler,
+    ModelMixin,
+    SchedulerMixin,
+    UNet2DConditionModel,
+)
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput as VAEDecoderOutput
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -103,7 +110,8 @@ def check_sizes(config: GenerationConfig, edit: bool) -> None:
         problems.append(f"text_encoder.max_position_embeddings {config.text_encoder.max_position_embeddings} < "
                         f"mapper_queries {config.mapper_queries} (captions are encoded to that length)")
     if config.cross_attention_dim % config.mapper_heads:
-        problems.append(f"cross_attention_dim {config.cross_attention_dim} is not a multiple of mapper_heads {config.mapper_heads}")
+        problems.append(f"cross_attention_dim {config.cross_attention_dim} is not a multiple of "
+                        f"mapper_heads {config.mapper_heads}")
     if problems:
         raise CheckpointError("generation config: " + "; ".join(problems))
 

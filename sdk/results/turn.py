@@ -27,6 +27,8 @@ class Turn(Model):
         text: the assistant's answer, with routing tokens such as ``[DET]`` left in place.
         routes: the routing tokens the answer used, in order (e.g. ``["[DET]", "[SEG]"]``).
         results: one result per decoder call, in the order of ``routes``.
+        image_id: the session image the turn looked at, if any.
+        timings: seconds per stage (``encode``, ``prefill``/``decode``, one entry per decoder).
     """
 
     index: int = Field(ge=0)
@@ -34,6 +36,8 @@ class Turn(Model):
     text: str
     routes: list[str] = Field(default_factory=list)
     results: list[AnyResult] = Field(default_factory=list)
+    image_id: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
 
     def _first(self, kind: type[_R]) -> _R | None:
         return next((r for r in self.results if isinstance(r, kind)), None)

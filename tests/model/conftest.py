@@ -3,3 +3,17 @@ from pathlib import Path
 
 # Lets tests import the small shared fixtures module beside them (shapes_fixture).
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def flush_denormals():
+    """Freshly initialised detectors produce denormal floats that slow CPU kernels up to 60×
+    (measured: 15 s training steps become 0.25 s). Flushing them to zero changes no result that
+    matters; it is undone after each test because hypothesis refuses to run with it set."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)

@@ -152,26 +152,31 @@ def test_sampling_is_reproducible_with_a_generator(tiny_model, tokenizer, proces
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, tiny_config, tokenizer, processor, rgb_image):
     torch.manual_seed(0)
-    model = VisionLLMv2.from_config(tiny_config, tokenizer=tokenizer).eval()
+    model = VisionLLMv2.from_config(tiny_config, tokenizer=tokenizer).eval()  # with its detection decoder
+    assert "gdino" in model.decoders()
     batch = collate([detection_conversation(processor, rgb_image)], tokenizer.pad_id)
     model.save_pretrained(tmp_path / "one")
-    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="300KB")
     assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
     with torch.no_grad():
-        expected = model(batch).logits
+        expected = model(batch, [rgb_image])
         for name in ("one", "sharded"):
             loaded = VisionLLMv2.from_pretrained(tmp_path / name).eval()
-            # Same weights bit for bit; oneDNN's conv may sum in another order for other buffer
-            # alignments, so the outputs agree to float32 rounding.
+            # Same weights bit for bit, shared heads still shared; oneDNN's conv may sum in another
+            # order for other buffer alignments, so outputs agree to float32 rounding.
             assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-            torch.testing.assert_close(loaded(batch).logits, expected, atol=1e-6, rtol=0)
+            assert loaded.gdino.bbox_embed[0] is loaded.gdino.bbox_embed[-1] is loaded.gdino.model.decoder.bbox_embed[0]
+            got = loaded(batch, [rgb_image])
+            torch.testing.assert_close(got.logits, expected.logits, atol=1e-6, rtol=0)
+            torch.testing.assert_close(got.decoder_outputs["gdino"].predictions[0].best_boxes,
+                                       expected.decoder_outputs["gdino"].predictions[0].best_boxes, atol=1e-4, rtol=0)
             assert loaded.tokenizer.vocab_size == tokenizer.vocab_size
 
 
-def test_strict_loading_names_missing_unexpected_and_mis_shaped_keys(tmp_path, tiny_model):
+def test_strict_loading_names_missing_unexpected_and_mis_shaped_keys(tmp_path, tiny_config, tokenizer):
     from safetensors.torch import load_file, save_file
 
-    tiny_model.save_pretrained(tmp_path)
+    VisionLLMv2.from_config(tiny_config, tokenizer=tokenizer).save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     weights.pop("vl_bridge.0.bias")
     weights["extra.weight"] = torch.zeros(1)
