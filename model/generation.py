@@ -98,9 +98,13 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     logits = model.llm.lm_head(out.last_hidden_state[:, -1])  # (B, V)
     embedding = model.llm.get_input_embeddings()
     eos = 2
+    # Tokens only the processor may place (image/region slots, padding, query slots): never sampled.
+    banned = torch.tensor([model.special_ids[t] for t in (T.PAD, T.IMAGE, T.IMAGE_PATCH, T.REGION, T.IMAGE_START,
+                                                          T.IMAGE_END, *T.QUERY_TOKENS)], device=device)
     results = [Generation([], "", []) for _ in range(size)]
     finished = [False] * size
     for step in range(max_new_tokens):
+        logits = logits.index_fill(-1, banned, float("-inf"))
         if logits_processor is not None:
             logits = logits_processor(step, logits)
         chosen = _next_tokens(logits, do_sample, temperature, top_p, generator).tolist()

@@ -72,9 +72,11 @@ def build_word_tokenizer() -> BackendTokenizer:
         vocab.setdefault(word, len(vocab))
     backend = BackendTokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.normalizer = normalizers.Lowercase()
-    # Words split on white space, each punctuation mark a token of its own.
+    # Words split on white space, each punctuation mark a token of its own, digit runs apart from
+    # letters ("region12" → "region", "12").
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated"),
+         pre_tokenizers.Digits(individual_digits=False)]
     )
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in (UNK, BOS, EOS)])

@@ -14,10 +14,14 @@ from visionllm2.model.errors import (
     VisionLLMError,
 )
 
+from .errors import CapabilityError, GenerationLimitError
 from .prompts import Box, Mask, Point, Scribble, VisualPrompt, as_visual_prompt
 from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, Poses, Result, Turn
 
 __all__ = [
+    "CapabilityError",
+    "GenerationLimitError",
+    "Session",
     "COCO_KEYPOINT_NAMES",
     "COCO_SKELETON",
     "Box",
@@ -40,3 +44,12 @@ __all__ = [
     "VisualPrompt",
     "as_visual_prompt",
 ]
+
+
+def __getattr__(name: str):
+    # Session pulls in torch and the model; load it on first use so `import visionllm2.sdk` stays light.
+    if name == "Session":
+        from .session import Session
+
+        return Session
+    raise AttributeError(f"module 'visionllm2.sdk' has no attribute {name!r}")

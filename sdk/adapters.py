@@ -1,0 +1,49 @@
+"""Decoder predictions (plain tensors from ``visionllm2.model``) → the SDK's typed results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from visionllm2.model import tokens as T
+
+from .results import Boxes, Images, Masks, Result
+
+
+def detection_results(prediction: Any, turn: int, asked: list[str], interactive: bool = False) -> list[Result]:
+    """One image's :class:`DetectionPrediction` → Boxes (and Masks) by the routes its groups used.
+
+    ``[DET]``: the top detections over all groups. ``[SEG]``: the same, as masks. ``[GRD]`` and
+    interactive segmentation (a visual prompt answered by a ``[DET]`` group): the best query of
+    each group, one box (and mask) per expression or prompt.
+    """
+    size = tuple(prediction.image_size)
+    route = prediction.routes[0] if prediction.routes else T.DET
+    labels = list(prediction.labels)
+    if route == T.GRD or interactive:
+        xyxy = prediction.best_boxes.numpy()
+        scores = prediction.best_scores.numpy()
+        masks = None if prediction.best_masks is None else prediction.best_masks.numpy()
+        names = labels
+    else:
+        xyxy = prediction.boxes.numpy()
+        scores = prediction.scores.numpy()
+        masks = None if prediction.masks is None else prediction.masks.numpy()
+        names = [labels[g] for g in prediction.groups.tolist()]
+    common = dict(image_size=size, turn=turn, route=route, asked=asked)
+    boxes = Boxes(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4), scores=np.asarray(scores, np.float32),
+                  labels=names, **common)
+    if masks is None or not (route == T.SEG or interactive):
+        return [boxes]
+    return [Masks(masks=masks.astype(bool), scores=boxes.scores, labels=names, boxes=boxes.xyxy, **common), boxes]
+
+
+def image_results(prediction: Any, turn: int) -> list[Result]:
+    """A diffusion decoder's :class:`DiffusionImages` → :class:`Images` with caption, seed and settings."""
+    images = list(prediction.images)
+    return [Images(
+        images=images, captions=list(prediction.captions), seeds=list(prediction.seeds),
+        settings=prediction.settings(), image_size=images[0].size, turn=turn, route=prediction.route,
+        asked=list(prediction.captions),
+    )]

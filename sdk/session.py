@@ -1,0 +1,362 @@
+"""``Session``: a multi-turn conversation with VisionLLM v2 that returns typed results.
+
+    session = Session.from_pretrained("path/to/model")
+    turn = session.detect(["person", "dog"], image="street.jpg")   # Boxes, one prefill
+    turn = session.segment(prompts=[turn.boxes[0]])                 # Masks of the first box
+    turn = session.ask("What is the dog doing?")                    # text
+
+Each image is encoded once (vision tower + bridge) and reused by later turns. A turn that fails
+raises a typed error and leaves the session exactly as it was; concurrent calls are serialised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from visionllm2.model import tokens as T
+from visionllm2.model.batch import collate
+from visionllm2.model.images import ImageLike, load_image
+from visionllm2.model.processor import ImageSlot, Message, Processor, RegionInput, RegionSlot, Segment, Special, TokenIds
+
+from . import adapters
+from .errors import CapabilityError, InvalidInputError, InvalidPromptError
+from .prompts import as_visual_prompt
+from .results import Result, Turn
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A session image in a stored message; becomes an ``ImageSlot`` when the conversation is built."""
+
+    image_id: str
+
+
+@dataclass
+class SessionImage:
+    """An image the session holds: the picture, its tiles, and (once encoded) its bridged features."""
+
+    image_id: str
+    picture: Any
+    tiles: Any
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class Exchange:
+    """One stored turn: the user's segments, its visual prompts, and the answer's token ids."""
+
+    user: list[Segment | ImageRef]
+    regions: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (image id, bool mask H×W)
+    answer: tuple[int, ...] = ()
+
+
+class Session:
+    """A conversation with one model. See the module docstring for an example."""
+
+    def __init__(self, model: Any, processor: Processor | None = None, max_new_tokens: int = 256) -> None:
+        if model.tokenizer is None:
+            raise InvalidInputError("Session: the model has no tokenizer attached; load it with from_pretrained")
+        self.model = model.eval()
+        self.processor = processor or Processor(model.config, model.tokenizer)
+        self.max_new_tokens = max_new_tokens
+        self.images: dict[str, SessionImage] = {}
+        self.current_image: str | None = None
+        self.exchanges: list[Exchange] = []
+        self.turns: list[Turn] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, path_or_preset: str, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, **options: Any) -> Session:
+        """A local model directory, or a preset name (``tiny``: random weights, for trying the API).
+
+        Device: CUDA when present, else CPU. Dtype: bfloat16 on CUDA, float32 on CPU.
+        """
+        from pathlib import Path
+
+        from visionllm2.model.config import VisionLLMv2Config
+        from visionllm2.model.decoders import build_decoders
+        from visionllm2.model.tokenizer import Tokenizer
+        from visionllm2.model.visionllm import VisionLLMv2
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if Path(path_or_preset).is_dir():
+            model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=device)
+        else:
+            config = VisionLLMv2Config.preset(path_or_preset)
+            tokenizer = Tokenizer.from_spec(config.llm.tokenizer)
+            model = VisionLLMv2.from_config(config, build_decoders(config), tokenizer).to(device, dtype)
+        return cls(model, **options)
+
+    # ------------------------------------------------------------------ images
+    def set_image(self, image: ImageLike) -> str:
+        """Add an image and make it current; returns its id. The image is encoded on first use."""
+        with self._lock:
+            record = self._new_image(image)
+            self.images[record.image_id] = record
+            self.current_image = record.image_id
+            return record.image_id
+
+    def _new_image(self, image: ImageLike) -> SessionImage:
+        picture = load_image(image, self.model.config.vision.max_image_pixels)
+        image_id = f"image{len(self.images) + 1}"
+        return SessionImage(image_id, picture, self.processor.process_image(picture))
+
+    def _resolve_image(self, image: ImageLike | str | None, staged: dict[str, SessionImage]) -> str | None:
+        if image is None:
+            return self.current_image
+        if isinstance(image, str) and image in self.images:
+            return image
+        record = self._new_image(image)
+        record.image_id = f"image{len(self.images) + len(staged) + 1}"
+        staged[record.image_id] = record
+        return record.image_id
+
+    def _features(self, record: SessionImage) -> torch.Tensor:
+        if record.features is None:
+            pixels = record.tiles.pixel_values.to(self.model.device)
+            with torch.no_grad():
+                record.features = self.model.encode_images(pixels)[0]  # (N, P, H)
+        return record.features
+
+    # ------------------------------------------------------------------ the conversation
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        """(user text, assistant text) of every turn so far."""
+        return [(turn.prompt, turn.text) for turn in self.turns]
+
+    def reset(self) -> None:
+        """Forget the conversation; images stay loaded (and encoded)."""
+        with self._lock:
+            self.exchanges, self.turns = [], []
+
+    def _build(self, exchanges: Sequence[Exchange], images: dict[str, SessionImage], answer: list[Segment] | None):
+        order: list[str] = []
+        messages, regions = [], []
+        for exchange in exchanges:
+            segments: list[Segment] = []
+            for segment in exchange.user:
+                if isinstance(segment, ImageRef):
+                    if segment.image_id not in order:
+                        order.append(segment.image_id)
+                        segments.append(ImageSlot(order.index(segment.image_id)))
+                else:
+                    segments.append(segment)
+            messages.append(Message("user", segments))
+            for image_id, mask in exchange.regions:
+                thumbnail = self.processor.region_mask(mask, images[image_id].picture.size)
+                regions.append(RegionInput(order.index(image_id), thumbnail))
+            if exchange.answer:
+                messages.append(Message("assistant", [TokenIds(exchange.answer)]))
+        if answer is not None:
+            messages.append(Message("assistant", answer))
+        chat = self.processor.build(messages, [images[i].tiles for i in order], regions,
+                                    add_generation_prompt=answer is None)
+        features = torch.cat([self._features(images[i]) for i in order]) if order else None
+        return chat, features, order
+
+    def _user_turn(self, text: str, image_id: str | None, images: dict[str, SessionImage], prompts: Sequence[Any],
+                   examples: Sequence[tuple[Any, Any]], staged: dict[str, SessionImage]) -> Exchange:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidPromptError(f"text: expected a non-empty question, got {text!r}")
+        shown = {s.image_id for e in self.exchanges for s in e.user if isinstance(s, ImageRef)}
+        user: list[Segment | ImageRef] = []
+        regions: list[tuple[str, np.ndarray]] = []
+        for index, (example_image, example_prompt) in enumerate(examples, start=1):
+            example_id = self._resolve_image(example_image, staged)
+            images.update(staged)
+            mask = as_visual_prompt(example_prompt).to_mask(images[example_id].picture.size)
+            user += [ImageRef(example_id), f"\nexample {index}: ", RegionSlot(f"example{index}")]
+            regions.append((example_id, mask))
+            shown.add(example_id)
+        if image_id is not None and image_id not in shown:
+            user += [ImageRef(image_id), "\n"]
+        user.append(text)
+        for index, prompt in enumerate(prompts, start=1):
+            if image_id is None:
+                raise InvalidPromptError("visual prompts need an image: pass image= or call set_image first")
+            mask = as_visual_prompt(prompt).to_mask(images[image_id].picture.size)
+            user += [" " if index == 1 else ", ", RegionSlot(f"region{index}")]
+            regions.append((image_id, mask))
+        return Exchange(user, regions)
+
+    # ------------------------------------------------------------------ turns
+    def ask(self, text: str, image: ImageLike | str | None = None, prompts: Sequence[Any] = (),
+            examples: Sequence[tuple[Any, Any]] = (), **generation: Any) -> Turn:
+        """Ask anything; the model decides the routes. Options: ``max_new_tokens``, ``do_sample``,
+        ``temperature``, ``top_p``, ``seed``, ``logits_processor``."""
+        return self._turn(text, image, prompts, examples, answer=None, generation=generation)
+
+    def _turn(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
+              answer: list[Segment] | None, generation: dict[str, Any], interactive: bool = False,
+              needs: Sequence[str] = (), labels: list[str] | None = None) -> Turn:
+        with self._lock:
+            missing = [r for r in needs if r not in self.model.decoder_of_route]
+            if missing:
+                raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")
+            staged: dict[str, SessionImage] = {}
+            image_id = self._resolve_image(image, staged)
+            images = {**self.images, **staged}
+            exchange = self._user_turn(text, image_id, images, list(prompts), list(examples), staged)
+            images.update(staged)
+            timings: dict[str, float] = {}
+            start = time.perf_counter()
+            chat, features, _ = self._build([*self.exchanges, exchange], images, answer)
+            timings["encode"] = time.perf_counter() - start
+            picture = images[image_id].picture if image_id else None
+            if answer is None:
+                answer_ids, routes, link, raw_text, seconds = self._generate(chat, features, generation)
+                timings["generate"] = seconds
+            else:
+                answer_ids, routes, link, raw_text, seconds = self._prefill(chat, features)
+                timings["prefill"] = seconds
+            results = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation)
+            if labels is not None:  # the verb knows the words better than the answer template does
+                results = [r.model_copy(update={"labels": labels[: len(r)], "asked": labels})
+                           if hasattr(r, "labels") else r for r in results]
+            turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
+                        image_id=image_id, timings=timings)
+            # Commit only now: a failure above leaves the session as it was.
+            exchange.answer = tuple(answer_ids)
+            self.images.update(staged)
+            self.current_image = image_id
+            self.exchanges.append(exchange)
+            self.turns.append(turn)
+            return turn
+
+    def _generate(self, chat, features, options: dict[str, Any]):
+        options = dict(options)
+        seed = options.pop("seed", None)
+        for key in _DIFFUSION_OPTIONS:
+            options.pop(key, None)
+        if seed is not None:
+            options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
+        options.setdefault("max_new_tokens", self.max_new_tokens)
+        start = time.perf_counter()
+        batch = collate([chat], self.model.tokenizer.pad_id, "left")
+        generation = self.model.generate(batch, image_features=features, **options)[0]
+        seconds = time.perf_counter() - start
+        missing = [r for r in generation.routes if r not in self.model.decoder_of_route]
+        if missing:
+            raise CapabilityError(
+                f"the answer {generation.text!r} routes to {missing}, which this model has no decoder for; "
+                f"loaded: {sorted(self.model.decoder_of_route)}"
+            )
+        ids = [t for t in generation.token_ids if t != self.model.tokenizer.eos_id]
+        return ids, generation.routes, generation.link(self.model.decoder_of_route), generation.text, seconds
+
+    def _prefill(self, chat, features):
+        start = time.perf_counter()
+        batch = collate([chat], self.model.tokenizer.pad_id).to(self.model.device)
+        with torch.no_grad():
+            embeds, groups = self.model.embed(batch, features)
+            groups = [g for g in groups if g.position >= chat.answer_start]  # this answer's, not history's
+            hidden = self.model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+            link = self.model.gather_link(hidden, batch.input_ids, groups, batch.answer_start)
+        answer_ids = chat.input_ids[chat.answer_start:-1]  # without the closing </s>
+        routes = [g.route for g in groups]
+        return answer_ids, routes, link, self.model.tokenizer.decode(answer_ids), time.perf_counter() - start
+
+    def _decode(self, link, picture, turn_index: int, timings: dict[str, float], interactive: bool,
+                labels: list[str] | None, options: dict[str, Any]) -> list[Result]:
+        results: list[Result] = []
+        decoders = self.model.decoders()
+        for name, states in link.items():
+            start = time.perf_counter()
+            decoder = decoders[name]
+            with torch.no_grad():
+                if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
+                    captions = labels or [label or "" for label in states.labels]
+                    prediction = decoder.predict(states, [picture], captions=captions, **_diffusion_options(options))
+                    results += adapters.image_results(prediction, turn_index)
+                else:
+                    for prediction in decoder(states, [picture], None).predictions:
+                        results += adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)
+            timings[name] = time.perf_counter() - start
+        return results
+
+    # ------------------------------------------------------------------ task verbs (one prefill)
+    def _group_answer(self, route: str, labels: Sequence[str], lead: str) -> list[Segment]:
+        answer: list[Segment] = [lead]
+        for index, label in enumerate(labels):
+            answer += [*(([", "] if index else [])), *self.processor.route_segments(route, label)]
+        return answer + ["."]
+
+    def detect(self, classes: Sequence[str], image: ImageLike | str | None = None) -> Turn:
+        """Boxes of every instance of each class (xyxy pixels of the original image)."""
+        classes = _names(classes, "classes")
+        question = f"Can you analyze the image and identify the {', '.join(classes)} present?"
+        answer = self._group_answer(T.DET, classes, "Yes, here are the results for ")
+        return self._turn(question, image, (), (), answer, {}, needs=[T.DET])
+
+    def ground(self, expression: str, image: ImageLike | str | None = None) -> Turn:
+        """The one box that the referring expression names."""
+        expression = _names([expression], "expression")[0]
+        if expression.lower().startswith("the "):  # the question already says "the"
+            expression = expression[4:]
+        answer: list[Segment] = ["Yes, it is ", *self.processor.route_segments(T.GRD), "."]
+        return self._turn(f"Where can we locate the {expression} in the image?", image, (), (), answer, {},
+                          needs=[T.GRD], labels=[expression])
+
+    def segment(self, classes: Sequence[str] | None = None, prompts: Sequence[Any] = (),
+                image: ImageLike | str | None = None, examples: Sequence[tuple[Any, Any]] = ()) -> Turn:
+        """Instance masks of classes, or the masks of objects marked by visual prompts / examples."""
+        if classes:
+            classes = _names(classes, "classes")
+            question = f"Can you analyze the image and segment the {', '.join(classes)} present?"
+            return self._turn(question, image, (), (), self._group_answer(T.SEG, classes, "Yes, here are the results for "),
+                              {}, needs=[T.SEG])
+        marks = list(prompts) or [None] * len(examples)
+        if not marks:
+            raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
+        names = [f"region{i}" for i in range(1, len(prompts) + 1)] or [f"example{i}" for i in range(1, len(examples) + 1)]
+        answer = self._group_answer(T.DET, names, "Sure, ")
+        question = "Can you segment the objects denoted as" if prompts else "Can you find and segment the objects like the examples?"
+        return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=names)
+
+    def generate(self, caption: str, **options: Any) -> Turn:
+        """An image from a caption (``[GEN]``)."""
+        caption = _names([caption], "caption")[0]
+        answer: list[Segment] = ["Here it is ", *self.processor.route_segments(T.GEN), "."]
+        return self._turn(f"Generate image with caption: {caption}.", None, (), (), answer, options, needs=[T.GEN],
+                          labels=[caption])
+
+    def edit(self, caption: str, image: ImageLike | str | None = None, **options: Any) -> Turn:
+        """The current image edited by an instruction (``[EDIT]``)."""
+        caption = _names([caption], "caption")[0]
+        if image is None and self.current_image is None:
+            raise InvalidPromptError("edit: expected an image to edit: pass image= or call set_image first")
+        answer: list[Segment] = ["Here it is ", *self.processor.route_segments(T.EDIT), "."]
+        return self._turn(f"Edit the image according to the caption: {caption}.", image, (), (), answer, options,
+                          needs=[T.EDIT], labels=[caption])
+
+    def chat(self, text: str, image: ImageLike | str | None = None, **generation: Any) -> Turn:
+        """A text answer (the model may still route, as in :meth:`ask`)."""
+        return self.ask(text, image=image, **generation)
+
+
+_DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
+
+
+def _diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
+    picked = {k: v for k, v in options.items() if k in _DIFFUSION_OPTIONS}
+    if options.get("seed") is not None:
+        picked["seed"] = int(options["seed"])
+    return picked
+
+
+def _names(values: Sequence[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    names = [v.strip() for v in values if isinstance(v, str)]
+    if not names or len(names) != len(values) or any(not n for n in names):
+        raise InvalidPromptError(f"{what}: expected non-empty strings, got {list(values)!r}")
+    return names
