@@ -127,6 +127,21 @@ class Session:
                 record.features = self.model.encode_images(pixels)[0]  # (N, P, H)
         return record.features
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str) -> None:
+        """Write the conversation, its images, prompts and results to ``directory``."""
+        from .persistence import save_session
+
+        with self._lock:
+            save_session(self, directory)
+
+    @classmethod
+    def load(cls, directory: str, model: Any) -> Session:
+        """A session saved by :meth:`save`, continued with ``model`` (the same weights replay identically)."""
+        from .persistence import load_session
+
+        return load_session(directory, model)
+
     # ------------------------------------------------------------------ the conversation
     @property
     def history(self) -> list[tuple[str, str]]:

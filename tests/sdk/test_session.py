@@ -159,3 +159,18 @@ def test_image_is_encoded_once_per_session(session, photo):
     session.detect(["dog"])
     session.ground("person")
     assert len(calls) == 1
+
+
+def test_save_and_load_resume_to_identical_results(session, photo, tmp_path):
+    session.detect(["person"], image=photo)
+    session.segment(prompts=[Point(x=60, y=40)])
+    session.save(tmp_path / "saved")
+    restored = Session.load(tmp_path / "saved", model=session.model)
+    assert [t.to_json() for t in restored.turns] == [t.to_json() for t in session.turns]
+    assert restored.current_image == session.current_image
+    following = session.ground("person")
+    replayed = restored.ground("person")
+    np.testing.assert_array_equal(following.boxes.xyxy, replayed.boxes.xyxy)
+    np.testing.assert_array_equal(following.boxes.scores, replayed.boxes.scores)
+    with pytest.raises(Exception, match="saved session"):
+        Session.load(tmp_path / "nothing", model=session.model)
