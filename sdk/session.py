@@ -70,6 +70,10 @@ class Session:
         self.exchanges: list[Exchange] = []
         self.turns: list[Turn] = []
         self._lock = threading.Lock()
+        # The KV cache of the conversation so far and the token ids it holds: the next verb turn
+        # runs only the tokens after them. `_pending_cache` becomes it when a turn commits.
+        self._prefix_cache: tuple[tuple[int, ...], Any] = ((), None)
+        self._pending_cache: tuple[tuple[int, ...], Any] = ((), None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,6 +156,7 @@ class Session:
         """Forget the conversation; images stay loaded (and encoded)."""
         with self._lock:
             self.exchanges, self.turns = [], []
+            self._prefix_cache = ((), None)
 
     def _build(self, exchanges: Sequence[Exchange], images: dict[str, SessionImage], answer: list[Segment] | None):
         order: list[str] = []
@@ -240,6 +245,7 @@ class Session:
             turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
                         image_id=image_id, timings=timings)
             # Commit only now: a failure above leaves the session as it was.
+            self._prefix_cache, self._pending_cache = self._pending_cache, ((), None)
             exchange.answer = tuple(answer_ids)
             self.images.update(staged)
             self.current_image = image_id
@@ -248,6 +254,7 @@ class Session:
             return turn
 
     def _generate(self, chat, features, options: dict[str, Any]):
+        self._pending_cache = ((), None)  # free decoding builds its own cache; the next verb recomputes
         options = dict(options)
         seed = options.pop("seed", None)
         for key in _DIFFUSION_OPTIONS:
@@ -269,13 +276,29 @@ class Session:
         return ids, generation.routes, generation.link(self.model.decoder_of_route), generation.text, seconds
 
     def _prefill(self, chat, features):
+        """The verbs' path: the whole answer is known, so one forward over what the cache lacks."""
+        from transformers import DynamicCache
+
         start = time.perf_counter()
         batch = collate([chat], self.model.tokenizer.pad_id).to(self.model.device)
+        ids = tuple(chat.input_ids)
+        cached_ids, cache = self._prefix_cache
+        reuse = len(cached_ids) if cache is not None and ids[: len(cached_ids)] == cached_ids else 0
+        if reuse == len(ids):
+            reuse = 0  # nothing new to run: recompute rather than special-case an empty forward
+        if not reuse:
+            cache = DynamicCache()
+        elif cache.get_seq_length() > reuse:
+            cache.crop(reuse - cache.get_seq_length())  # drop what a failed turn appended after the prefix
         with torch.no_grad():
-            embeds, groups = self.model.embed(batch, features)
+            embeds, groups = self.model.embed(batch, features)  # (1, T, H); cheap: features are cached
             groups = [g for g in groups if g.position >= chat.answer_start]  # this answer's, not history's
-            hidden = self.model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+            positions = torch.arange(reuse, len(ids), device=embeds.device)[None]
+            suffix = self.model.llm.model(inputs_embeds=embeds[:, reuse:], position_ids=positions, cache=cache,
+                                          use_cache=True).last_hidden_state  # (1, T - reuse, H)
+            hidden = torch.cat([suffix.new_zeros(1, reuse, suffix.shape[-1]), suffix], dim=1)
             link = self.model.gather_link(hidden, batch.input_ids, groups, batch.answer_start)
+        self._pending_cache = (ids, cache)
         answer_ids = chat.input_ids[chat.answer_start:-1]  # without the closing </s>
         routes = [g.route for g in groups]
         return answer_ids, routes, link, self.model.tokenizer.decode(answer_ids), time.perf_counter() - start
