@@ -242,8 +242,9 @@ class Session:
             if labels is not None:  # the verb knows the words better than the answer template does
                 results = [r.model_copy(update={"labels": labels[: len(r)], "asked": labels})
                            if hasattr(r, "labels") else r for r in results]
+            skipped = [r for r in routes if r not in self.model.decoder_of_route]
             turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
-                        image_id=image_id, timings=timings)
+                        image_id=image_id, timings=timings, skipped_routes=skipped)
             # Commit only now: a failure above leaves the session as it was.
             self._prefix_cache, self._pending_cache = self._pending_cache, ((), None)
             exchange.answer = tuple(answer_ids)
@@ -266,14 +267,12 @@ class Session:
         batch = collate([chat], self.model.tokenizer.pad_id, "left")
         generation = self.model.generate(batch, image_features=features, **options)[0]
         seconds = time.perf_counter() - start
-        missing = [r for r in generation.routes if r not in self.model.decoder_of_route]
-        if missing:
-            raise CapabilityError(
-                f"the answer {generation.text!r} routes to {missing}, which this model has no decoder for; "
-                f"loaded: {sorted(self.model.decoder_of_route)}"
-            )
         ids = [t for t in generation.token_ids if t != self.model.tokenizer.eos_id]
-        return ids, generation.routes, generation.link(self.model.decoder_of_route), generation.text, seconds
+        # Routes the model chose but this model cannot serve are kept in `turn.routes` and listed in
+        # `turn.skipped_routes`: the model's choice, not the user's error (verbs raise CapabilityError).
+        link = {name: states for name, states in generation.link(self.model.decoder_of_route).items()
+                if name in self.model.decoders()}
+        return ids, generation.routes, link, generation.text, seconds
 
     def _prefill(self, chat, features):
         """The verbs' path: the whole answer is known, so one forward over what the cache lacks."""

@@ -29,6 +29,8 @@ class Turn(Model):
         results: one result per decoder call, in the order of ``routes``.
         image_id: the session image the turn looked at, if any.
         timings: seconds per stage (``encode``, ``prefill``/``decode``, one entry per decoder).
+        skipped_routes: routes the model chose in a free answer that the loaded model has no decoder
+            for (no result stands for them).
     """
 
     index: int = Field(ge=0)
@@ -38,6 +40,7 @@ class Turn(Model):
     results: list[AnyResult] = Field(default_factory=list)
     image_id: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    skipped_routes: list[str] = Field(default_factory=list)
 
     def _first(self, kind: type[_R]) -> _R | None:
         return next((r for r in self.results if isinstance(r, kind)), None)

@@ -107,7 +107,10 @@ def test_free_ask_routes_to_the_decoder_the_model_chose(session, photo):
 
     turn = session.ask("find the person", image=photo, logits_processor=force)
     assert turn.routes == [T.DET] and turn.boxes is not None and turn.boxes.asked == ["person"]
-    assert "generate" in turn.timings
+    assert "generate" in turn.timings and turn.skipped_routes == []
+    script = tok.encode_text("here") + [tok.token_id(T.POSE)]  # no pose decoder in the tiny preset
+    turn = session.ask("show the pose", logits_processor=force)
+    assert turn.routes == [T.POSE] and turn.skipped_routes == [T.POSE] and turn.results == []
 
 
 def test_concurrent_asks_are_serialised(session, photo):
