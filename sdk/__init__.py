@@ -4,8 +4,10 @@ Importing it is light: no torch, and supervision is loaded only when a result is
 converted to supervision.
 """
 
-from visionllm2.model.errors import (
+from .errors import (
+    CapabilityError,
     CheckpointError,
+    GenerationLimitError,
     InvalidImageError,
     InvalidInputError,
     InvalidPromptError,
@@ -14,7 +16,6 @@ from visionllm2.model.errors import (
     VisionLLMError,
 )
 
-from .errors import CapabilityError, GenerationLimitError
 from .prompts import Box, Mask, Point, Scribble, VisualPrompt, as_visual_prompt
 from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, Poses, Result, Turn
 

@@ -25,7 +25,7 @@ from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import ImageSlot, Message, Processor, RegionInput, RegionSlot, Segment, Special, TokenIds
 
 from . import adapters
-from .errors import CapabilityError, InvalidInputError, InvalidPromptError
+from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
 from .prompts import as_visual_prompt
 from .results import Result, Turn
 
@@ -231,6 +231,13 @@ class Session:
             start = time.perf_counter()
             chat, features, _ = self._build([*self.exchanges, exchange], images, answer)
             timings["encode"] = time.perf_counter() - start
+            room = self.model.config.llm.max_position_embeddings
+            needed = len(chat.input_ids) + (0 if answer is not None else generation.get("max_new_tokens", self.max_new_tokens))
+            if needed > room:
+                raise GenerationLimitError(
+                    f"this turn needs {needed} positions (conversation {len(chat.input_ids)} tokens + answer), the model "
+                    f"has {room}; call reset() to start a new conversation, use fewer image tiles, or lower max_new_tokens"
+                )
             picture = images[image_id].picture if image_id else None
             if answer is None:
                 answer_ids, routes, link, raw_text, seconds = self._generate(chat, features, generation)

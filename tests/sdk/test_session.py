@@ -14,6 +14,7 @@ from visionllm2.model import tokens as T
 from visionllm2.sdk import (
     Boxes,
     CapabilityError,
+    GenerationLimitError,
     InvalidImageError,
     InvalidPromptError,
     Masks,
@@ -83,6 +84,8 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
         session.segment(prompts=[Point(x=500, y=5)])
     with pytest.raises(CapabilityError, match=r"\[POSE\]|\[GEN\]"):
         session.generate("a red circle")  # the tiny preset has no diffusion decoder
+    with pytest.raises(GenerationLimitError, match="positions"):
+        session.ask("describe it", max_new_tokens=5000)
     assert state(session) == before
 
 
