@@ -119,8 +119,10 @@ def convert(
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out")) -> None:
-    """Run the main demo. Until a trained model ships, it checks the installation."""
-    doctor()
+    """Run a multi-turn session on a generated scene; write annotated pictures and the transcript."""
+    from visionllm2.recipes.demo import run_demo
+
+    run_demo(out, console)
 
 
 def main() -> None:
