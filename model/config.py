@@ -140,11 +140,61 @@ class DetectionConfig:
 
 @dataclass
 class PoseConfig:
-    """UniPose behind [POSE]."""
+    """UniPose (Swin backbone, deformable encoder with link-text fusion, box stage then keypoint stage) behind [POSE].
+
+    Defaults are the released checkpoint's sizes. The first ``box_decoder_layers`` decoder layers
+    refine ``num_queries`` instance boxes; the ``num_select`` best instances then each get one query
+    per keypoint name and the remaining layers refine boxes and keypoints. ``scaled_logits`` /
+    ``class_logit_bias`` as in :class:`DetectionConfig` (for training from scratch).
+    A ``[POSE]`` answer lists ``default_objects`` object-class groups first, then keypoint names,
+    unless a :class:`~visionllm2.model.decoders.pose_loss.PoseTarget` says otherwise.
+    """
 
     d_model: int = 256
     num_queries: int = 900
-    max_keypoints: int = 68
+    num_select: int = 50                 # instances that enter the keypoint stage
+    max_keypoints: int = 68              # 17 (``hw``) + 51 (``hw_append``) keypoint size priors
+    num_feature_levels: int = 4          # Swin stages 2–4 + one stride-2 conv
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    box_decoder_layers: int = 2
+    attention_heads: int = 8
+    ffn_dim: int = 2048
+    text_ffn_dim: int = 1024             # the link-text enhancer layers
+    fusion_dim: int = 1024               # image↔text bi-attention width (heads: attention_heads // 2)
+    n_points: int = 4
+    dropout: float = 0.0
+    swin_embed_dim: int = 96
+    swin_depths: tuple[int, ...] = (2, 2, 6, 2)
+    swin_heads: tuple[int, ...] = (3, 6, 12, 24)
+    swin_window: int = 7
+    image_min_size: int = 800
+    image_max_size: int = 1333
+    size_divisor: int = 32
+    default_objects: int = 1
+    scaled_logits: bool = False
+    class_logit_bias: float | None = None
+    # losses (UniPose weights; keypoint visibility is this project's addition)
+    class_weight: float = 2.0
+    box_l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    keypoint_weight: float = 10.0
+    oks_weight: float = 4.0
+    visibility_weight: float = 1.0
+    focal_alpha: float = 0.25
+    # post-processing
+    max_detections: int = 50
+    score_threshold: float = 0.3
+
+    @classmethod
+    def tiny(cls) -> PoseConfig:
+        """A few hundred thousand parameters, 128-pixel inputs: trains on a CPU in minutes."""
+        return cls(
+            d_model=64, num_queries=30, num_select=8, encoder_layers=1, decoder_layers=3, box_decoder_layers=1,
+            attention_heads=4, ffn_dim=128, text_ffn_dim=64, fusion_dim=64, swin_embed_dim=32,
+            swin_depths=(1, 1, 2, 1), swin_heads=(1, 2, 4, 8), swin_window=4, image_min_size=128,
+            image_max_size=128, scaled_logits=True, class_logit_bias=-4.6,
+        )
 
 
 @dataclass

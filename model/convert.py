@@ -24,6 +24,13 @@ RENAMES: list[tuple[str, str]] = [
     # Grounding DINO's Swin: transformers' SwinBackbone wraps SwinModel as `swin`, attention and
     # MLP sub-modules renamed (the same renames transformers applies to its own Swin checkpoints).
     (r"^(gdino\.model\.backbone\.conv_encoder\.model)\.(embeddings|encoder)\.", r"\1.swin.\2."),
+    # UniPose's Swin (Microsoft/mmdet layout at `backbone.0`) → transformers SwinBackbone(out_indices 2–4).
+    (r"^unipose\.backbone\.0\.patch_embed\.proj\.", "unipose.backbone.swin.embeddings.patch_embeddings.projection."),
+    (r"^unipose\.backbone\.0\.patch_embed\.norm\.", "unipose.backbone.swin.embeddings.norm."),
+    (r"^unipose\.backbone\.0\.layers\.(\d+)\.", r"unipose.backbone.swin.encoder.layers.\1."),
+    (r"^unipose\.backbone\.0\.norm1\.", "unipose.backbone.hidden_states_norms.stage2."),
+    (r"^unipose\.backbone\.0\.norm2\.", "unipose.backbone.hidden_states_norms.stage3."),
+    (r"^unipose\.backbone\.0\.norm3\.", "unipose.backbone.hidden_states_norms.stage4."),
 ]
 # Applied after the first pass, to keys the first pass produced (sub-module renames inside gdino's Swin).
 SWIN_RENAMES: list[tuple[str, str]] = [
@@ -35,12 +42,20 @@ SWIN_RENAMES: list[tuple[str, str]] = [
      r"\1.attention.relative_position_bias.relative_position_bias_table"),
     (r"^(gdino\.model\.backbone\..*\.blocks\.\d+)\.intermediate\.dense\.", r"\1.mlp.fc1."),
     (r"^(gdino\.model\.backbone\..*\.blocks\.\d+)\.output\.dense\.", r"\1.mlp.fc2."),
+    (r"^(unipose\.backbone\.swin\..*\.blocks\.\d+)\.norm1\.", r"\1.layernorm_before."),
+    (r"^(unipose\.backbone\.swin\..*\.blocks\.\d+)\.norm2\.", r"\1.layernorm_after."),
+    (r"^(unipose\.backbone\.swin\..*)\.attn\.proj\.", r"\1.attention.o_proj."),
+    (r"^(unipose\.backbone\.swin\..*)\.attn\.relative_position_bias_table$",
+     r"\1.attention.relative_position_bias.relative_position_bias_table"),
 ]
 # One official tensor → several of ours, chunked along dim 0 (packed q/k/v projections).
 SPLITS: list[tuple[str, tuple[str, ...]]] = [
     # Grounding DINO's packed nn.MultiheadAttention → transformers' separate query/key/value Linear layers.
     (r"^(gdino\.model\.(?:encoder\.layers\.\d+\.text_enhancer_layer\.self_attn|decoder\.layers\.\d+\.(?:self_attn|encoder_attn_text)))\.in_proj_(weight|bias)$",
      (r"\1.query.\2", r"\1.key.\2", r"\1.value.\2")),
+    # UniPose's Swin packs q/k/v in one Linear; transformers' Swin has three.
+    (r"^unipose\.backbone\.0\.layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)$",
+     tuple(rf"unipose.backbone.swin.encoder.layers.\1.blocks.\2.attention.{p}_proj.\3" for p in "qkv")),
 ]
 # Official persistent buffers that our modules recompute.
 DROPS: list[str] = [r"\.relative_position_index$"]

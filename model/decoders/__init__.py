@@ -25,6 +25,10 @@ def build_decoders(config: VisionLLMv2Config) -> dict[str, TaskDecoder]:
         from .detection import DetectionDecoder
 
         decoders["gdino"] = DetectionDecoder(config.detection, config.llm.hidden_size)
+    if config.pose is not None:
+        from .pose import PoseDecoder
+
+        decoders["unipose"] = PoseDecoder(config.pose, config.llm.hidden_size)
     if config.generation is not None:
         from .diffusion import GenerationDecoder
 

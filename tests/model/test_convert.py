@@ -29,8 +29,11 @@ def test_cli_check_exit_codes():
     runner = CliRunner()
     ok = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0])])
     assert ok.exit_code == 0, ok.output
-    missing = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", "unipose"])
-    assert missing.exit_code == 1  # no pose decoder yet: its keys are reported missing
+    for prefix in ("gdino", "unipose", "sd,ip2p"):
+        every = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", prefix])
+        assert every.exit_code == 0, every.output
+    nothing = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", "no_such_part"])
+    assert nothing.exit_code == 1  # no key selected is a failure, not a vacuous pass
 
 
 def test_check_against_a_synthetic_manifest_reports_each_problem(tmp_path):

@@ -1,0 +1,61 @@
+"""From raw pose-decoder outputs to instances and keypoints in original pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import PoseConfig
+from .detection import DetectorInputs
+
+
+@dataclass
+class PosePrediction:
+    """One image's poses. Coordinates: pixels of the original image.
+
+    boxes ``(K, 4)`` xyxy, scores ``(K,)``, classes ``(K,)`` (index into ``labels``), keypoints
+    ``(K, J, 3)`` as x, y, score (the keypoint's visibility probability); the top instances over all
+    classes above the score threshold. labels: the object-class names, keypoint_names: the keypoint
+    names (both from the answer); sample: the batch row; image_size: (w, h).
+    """
+
+    sample: int
+    labels: list[str]
+    keypoint_names: list[str]
+    image_size: tuple[int, int]
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+    keypoints: torch.Tensor
+
+
+def boxes_to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """cxcywh in [0, 1] → xyxy pixels clamped to the image."""
+    w, h = size
+    cx, cy, bw, bh = boxes.unbind(-1)
+    xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * boxes.new_tensor([w, h, w, h])
+    return torch.stack([xyxy[..., 0].clamp(0, w), xyxy[..., 1].clamp(0, h),
+                        xyxy[..., 2].clamp(0, w), xyxy[..., 3].clamp(0, h)], -1)
+
+
+def postprocess(raw, inputs: DetectorInputs, tokens, config: PoseConfig) -> list[PosePrediction]:
+    """raw: :class:`~visionllm2.model.decoders.pose.PoseRaw`; tokens: its :class:`PoseLink`."""
+    out = []
+    for i, row in enumerate(tokens.rows):
+        c, j = len(tokens.object_labels[i]), len(tokens.keypoint_names[i])
+        size = inputs.original[i]
+        probs = raw.logits[-1, i, :, :c].sigmoid().float()  # (N, C)
+        k = min(config.max_detections, probs.numel())
+        scores, flat = probs.flatten().topk(k)
+        keep = scores >= config.score_threshold
+        scores, flat = scores[keep], flat[keep]
+        instances, classes = flat // c, flat % c
+        xy = raw.keypoints[-1, i, instances, :j].float() * torch.tensor(size, dtype=torch.float32)  # (K, J, 2)
+        visibility = raw.keypoint_logits[-1, i, instances, :j].sigmoid().float()[..., None]  # (K, J, 1)
+        out.append(PosePrediction(
+            sample=row, labels=tokens.object_labels[i], keypoint_names=tokens.keypoint_names[i], image_size=size,
+            boxes=boxes_to_pixels(raw.boxes[-1, i, instances].float(), size), scores=scores, classes=classes,
+            keypoints=torch.cat([xy, visibility], -1),
+        ))
+    return out
