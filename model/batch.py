@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ class Batch:
     region_image: torch.Tensor | None
 
     def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)
         return Batch(
             move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.answer_start),
             move(self.pixel_values), self.tiles_per_image, move(self.region_masks), move(self.region_image),

@@ -400,6 +400,7 @@ def _tiny() -> VisionLLMv2Config:
         region=RegionConfig(stem_channels=(8, 16), max_points=64),
         link=LinkConfig(gen_queries=8, edit_queries=8),
         detection=DetectionConfig.tiny(),
+        pose=PoseConfig.tiny(),
     )
 
 

@@ -8,8 +8,9 @@ decodes exactly as its samples would alone (the official code is limited to batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache

@@ -7,8 +7,9 @@ A message is a list of *segments*: ``str`` is text someone typed (never special 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch

@@ -22,40 +22,7 @@ BUILTIN_WORDS_PATH = Path(__file__).with_name("assets") / "words_tokenizer.json"
 
 # The vocabulary of the shipped word-level tokenizer: the chat template, the task prompts and
 # answers, ShapesWorld's words, COCO's classes and keypoints, numbers, and common English.
-_VOCABULARY_TEXT = """
-a chat between curious user and an artificial intelligence assistant the gives helpful detailed
-polite answers to user's questions assistant
-can you analyze image identify present where we locate in it is yes here are results for please
-segment objects denoted as region regions generate with caption edit according examine pinpoint
-keypoint keypoints locations of detect find ground show mark outline draw make change turn into
-sure ok no none not there is are was were be this that these those them they its it's what which
-who how many much colour color shape size largest smallest biggest left right top bottom centre
-center middle upper lower above below near next beside behind front on off at by from into over
-under small large big tiny huge medium short tall long wide narrow thin thick one two three four
-five six seven eight nine ten zero first second third last other another each every all some
-any only also more most less least than then same different both either neither image picture
-photo scene background foreground object thing part area
-red green blue yellow orange purple white black gray grey brown pink cyan magenta gold silver
-circle square triangle star hexagon rectangle ellipse disc ring cross line dot shape shapes
-circles squares triangles stars hexagons
-head neck shoulder elbow wrist hip knee ankle tail paw foot hand eye ear nose mouth body leg arm
-stick figure animal person people dog cat bird horse sheep cow elephant bear zebra giraffe
-bicycle car motorcycle airplane bus train truck boat traffic light fire hydrant stop sign
-parking meter bench backpack umbrella handbag tie suitcase frisbee skis snowboard sports ball
-kite baseball bat glove skateboard surfboard tennis racket bottle wine glass cup fork knife
-spoon bowl banana apple sandwich broccoli carrot hot pizza donut cake chair couch potted plant
-bed dining table toilet tv laptop mouse remote keyboard cell phone microwave oven toaster sink
-refrigerator book clock vase scissors teddy hair drier toothbrush
-scratch scratches dent dents crack cracks hole holes defect defects stain rust surface metal
-fabric lesion lesions organ tumor nodule cyst liver kidney lung heart vessel bone tissue scan
-building buildings vehicle vehicles road roads river field tree trees roof ship ships tile
-water forest grass sky sun moon cloud snow sand rock house window door wall floor street
-i my me your yours our us he she his her him we you do does did have has had will would could
-should may might must shall just very really too so but or if because when while with without
-about after before again once here there why new old good bad best better well up down out
-in inside outside around through across along toward towards against between among within
-add remove replace put move rotate flip brighter darker darken brighten larger smaller
-""".split()
+_VOCABULARY_TEXT = ["a", "chat", "between", "curious", "user", "and", "an", "artificial", "intelligence", "assistant", "the", "gives", "helpful", "detailed", "polite", "answers", "to", "user's", "questions", "assistant", "can", "you", "analyze", "image", "identify", "present", "where", "we", "locate", "in", "it", "is", "yes", "here", "are", "results", "for", "please", "segment", "objects", "denoted", "as", "region", "regions", "generate", "with", "caption", "edit", "according", "examine", "pinpoint", "keypoint", "keypoints", "locations", "of", "detect", "find", "ground", "show", "mark", "outline", "draw", "make", "change", "turn", "into", "sure", "ok", "no", "none", "not", "there", "is", "are", "was", "were", "be", "this", "that", "these", "those", "them", "they", "its", "it's", "what", "which", "who", "how", "many", "much", "colour", "color", "shape", "size", "largest", "smallest", "biggest", "left", "right", "top", "bottom", "centre", "center", "middle", "upper", "lower", "above", "below", "near", "next", "beside", "behind", "front", "on", "off", "at", "by", "from", "into", "over", "under", "small", "large", "big", "tiny", "huge", "medium", "short", "tall", "long", "wide", "narrow", "thin", "thick", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "zero", "first", "second", "third", "last", "other", "another", "each", "every", "all", "some", "any", "only", "also", "more", "most", "less", "least", "than", "then", "same", "different", "both", "either", "neither", "image", "picture", "photo", "scene", "background", "foreground", "object", "thing", "part", "area", "red", "green", "blue", "yellow", "orange", "purple", "white", "black", "gray", "grey", "brown", "pink", "cyan", "magenta", "gold", "silver", "circle", "square", "triangle", "star", "hexagon", "rectangle", "ellipse", "disc", "ring", "cross", "line", "dot", "shape", "shapes", "circles", "squares", "triangles", "stars", "hexagons", "head", "neck", "shoulder", "elbow", "wrist", "hip", "knee", "ankle", "tail", "paw", "foot", "hand", "eye", "ear", "nose", "mouth", "body", "leg", "arm", "stick", "figure", "animal", "person", "people", "dog", "cat", "bird", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic", "light", "fire", "hydrant", "stop", "sign", "parking", "meter", "bench", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports", "ball", "kite", "baseball", "bat", "glove", "skateboard", "surfboard", "tennis", "racket", "bottle", "wine", "glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "broccoli", "carrot", "hot", "pizza", "donut", "cake", "chair", "couch", "potted", "plant", "bed", "dining", "table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell", "phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy", "hair", "drier", "toothbrush", "scratch", "scratches", "dent", "dents", "crack", "cracks", "hole", "holes", "defect", "defects", "stain", "rust", "surface", "metal", "fabric", "lesion", "lesions", "organ", "tumor", "nodule", "cyst", "liver", "kidney", "lung", "heart", "vessel", "bone", "tissue", "scan", "building", "buildings", "vehicle", "vehicles", "road", "roads", "river", "field", "tree", "trees", "roof", "ship", "ships", "tile", "water", "forest", "grass", "sky", "sun", "moon", "cloud", "snow", "sand", "rock", "house", "window", "door", "wall", "floor", "street", "i", "my", "me", "your", "yours", "our", "us", "he", "she", "his", "her", "him", "we", "you", "do", "does", "did", "have", "has", "had", "will", "would", "could", "should", "may", "might", "must", "shall", "just", "very", "really", "too", "so", "but", "or", "if", "because", "when", "while", "with", "without", "about", "after", "before", "again", "once", "here", "there", "why", "new", "old", "good", "bad", "best", "better", "well", "up", "down", "out", "in", "inside", "outside", "around", "through", "across", "along", "toward", "towards", "against", "between", "among", "within", "add", "remove", "replace", "put", "move", "rotate", "flip", "brighter", "darker", "darken", "brighten", "larger", "smaller"]
 
 _WORD_VOCABULARY: tuple[str, ...] = tuple(
     dict.fromkeys(

@@ -9,8 +9,9 @@ the *super link* — go to the decoder registered for that route (``gdino``, ``u
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -84,10 +84,10 @@ def doctor() -> None:
 @app.command()
 def convert(
     check: Annotated[
-        Optional[Path], typer.Option("--check", help="A key manifest {key: [shape, dtype]} of the official checkpoint.")
+        Path | None, typer.Option("--check", help="A key manifest {key: [shape, dtype]} of the official checkpoint.")
     ] = None,
     prefix: Annotated[
-        Optional[str], typer.Option(help="Comma-separated top-level prefixes to check (default: the model core).")
+        str | None, typer.Option(help="Comma-separated top-level prefixes to check (default: the model core).")
     ] = None,
 ) -> None:
     """Check that the official checkpoint's keys map onto the `7b` preset through the rename table."""

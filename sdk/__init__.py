@@ -15,19 +15,17 @@ from .errors import (
     UnknownTaskError,
     VisionLLMError,
 )
-
 from .prompts import Box, Mask, Point, Scribble, VisualPrompt, as_visual_prompt
 from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, Poses, Result, Turn
 
 __all__ = [
-    "CapabilityError",
-    "GenerationLimitError",
-    "Session",
     "COCO_KEYPOINT_NAMES",
     "COCO_SKELETON",
     "Box",
     "Boxes",
+    "CapabilityError",
     "CheckpointError",
+    "GenerationLimitError",
     "Images",
     "InvalidImageError",
     "InvalidInputError",
@@ -38,6 +36,7 @@ __all__ = [
     "Poses",
     "Result",
     "Scribble",
+    "Session",
     "TooManyGroupsError",
     "Turn",
     "UnknownTaskError",

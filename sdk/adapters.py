@@ -8,7 +8,7 @@ import numpy as np
 
 from visionllm2.model import tokens as T
 
-from .results import Boxes, Images, Masks, Result
+from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, Poses, Result
 
 
 def detection_results(prediction: Any, turn: int, asked: list[str], interactive: bool = False) -> list[Result]:
@@ -46,4 +46,21 @@ def image_results(prediction: Any, turn: int) -> list[Result]:
         images=images, captions=list(prediction.captions), seeds=list(prediction.seeds),
         settings=prediction.settings(), image_size=images[0].size, turn=turn, route=prediction.route,
         asked=list(prediction.captions),
+    )]
+
+
+def pose_results(prediction: Any, turn: int, route: str, names: list[str] | None = None) -> list[Result]:
+    """A :class:`PosePrediction` → :class:`Poses` (COCO's skeleton when the names are COCO's 17).
+
+    ``names`` overrides the keypoint names read back from the answer (the verb knows them exactly).
+    """
+    names = list(names or prediction.keypoint_names)
+    skeleton = list(COCO_SKELETON) if names == list(COCO_KEYPOINT_NAMES) else []
+    labels = [prediction.labels[c] for c in prediction.classes.tolist()]
+    return [Poses(
+        boxes=prediction.boxes.numpy().astype(np.float32).reshape(-1, 4),
+        keypoints=prediction.keypoints.numpy().astype(np.float32).reshape(-1, len(names), 3),
+        keypoint_names=names, skeleton=skeleton, labels=labels,
+        scores=prediction.scores.numpy().astype(np.float32), image_size=tuple(prediction.image_size),
+        turn=turn, route=route, asked=[*prediction.labels, *names],
     )]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import field_validator, model_validator
+
 from visionllm2.model.errors import InvalidPromptError, describe
 
 from .results._base import Array, Model, as_array, check_finite

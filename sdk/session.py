@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,15 @@ import torch
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
 from visionllm2.model.images import ImageLike, load_image
-from visionllm2.model.processor import ImageSlot, Message, Processor, RegionInput, RegionSlot, Segment, Special, TokenIds
+from visionllm2.model.processor import (
+    ImageSlot,
+    Message,
+    Processor,
+    RegionInput,
+    RegionSlot,
+    Segment,
+    TokenIds,
+)
 
 from . import adapters
 from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
@@ -245,11 +254,11 @@ class Session:
             else:
                 answer_ids, routes, link, raw_text, seconds = self._prefill(chat, features)
                 timings["prefill"] = seconds
-            results = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation)
+            results, unusable = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation,
+                                             free=answer is None)
             if labels is not None:  # the verb knows the words better than the answer template does
-                results = [r.model_copy(update={"labels": labels[: len(r)], "asked": labels})
-                           if hasattr(r, "labels") else r for r in results]
-            skipped = [r for r in routes if r not in self.model.decoder_of_route]
+                results = [_relabel(r, labels) for r in results]
+            skipped = [r for r in routes if r not in self.model.decoder_of_route or r in unusable]
             turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
                         image_id=image_id, timings=timings, skipped_routes=skipped)
             # Commit only now: a failure above leaves the session as it was.
@@ -265,7 +274,7 @@ class Session:
         self._pending_cache = ((), None)  # free decoding builds its own cache; the next verb recomputes
         options = dict(options)
         seed = options.pop("seed", None)
-        for key in _DIFFUSION_OPTIONS:
+        for key in (*_DIFFUSION_OPTIONS, *_SESSION_OPTIONS):
             options.pop(key, None)
         if seed is not None:
             options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
@@ -310,28 +319,46 @@ class Session:
         return answer_ids, routes, link, self.model.tokenizer.decode(answer_ids), time.perf_counter() - start
 
     def _decode(self, link, picture, turn_index: int, timings: dict[str, float], interactive: bool,
-                labels: list[str] | None, options: dict[str, Any]) -> list[Result]:
+                labels: list[str] | None, options: dict[str, Any], free: bool = False) -> tuple[list[Result], set[str]]:
+        """Run each decoder that has groups. In a free answer, groups a decoder cannot use (say a
+        ``[POSE]`` answer without keypoint names) are skipped and their routes returned; in a verb's
+        answer that cannot happen, so errors propagate."""
         results: list[Result] = []
+        unusable: set[str] = set()
         decoders = self.model.decoders()
         for name, states in link.items():
             start = time.perf_counter()
             decoder = decoders[name]
-            with torch.no_grad():
-                if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
-                    captions = labels or [label or "" for label in states.labels]
-                    prediction = decoder.predict(states, [picture], captions=captions, **_diffusion_options(options))
-                    results += adapters.image_results(prediction, turn_index)
-                else:
-                    for prediction in decoder(states, [picture], None).predictions:
-                        results += adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)
+            try:
+                results += self._run_decoder(decoder, states, picture, turn_index, interactive, labels, options)
+            except InvalidInputError:
+                if not free:
+                    raise
+                unusable.update(states.routes)
             timings[name] = time.perf_counter() - start
-        return results
+        return results, unusable
+
+    def _run_decoder(self, decoder, states, picture, turn_index: int, interactive: bool, labels: list[str] | None,
+                     options: dict[str, Any]) -> list[Result]:
+        with torch.no_grad():
+            if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
+                captions = labels or [label or "" for label in states.labels]
+                prediction = decoder.predict(states, [picture], captions=captions, **_diffusion_options(options))
+                return adapters.image_results(prediction, turn_index)
+            if T.POSE in decoder.routes:
+                from visionllm2.model.decoders.pose_loss import PoseTarget
+
+                request = [PoseTarget(num_objects=options["pose_objects"])] if "pose_objects" in options else None
+                return [result for prediction in decoder(states, [picture], request).predictions
+                        for result in adapters.pose_results(prediction, turn_index, T.POSE, options.get("keypoint_names"))]
+            return [result for prediction in decoder(states, [picture], None).predictions
+                    for result in adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)]
 
     # ------------------------------------------------------------------ task verbs (one prefill)
     def _group_answer(self, route: str, labels: Sequence[str], lead: str) -> list[Segment]:
         answer: list[Segment] = [lead]
         for index, label in enumerate(labels):
-            answer += [*(([", "] if index else [])), *self.processor.route_segments(route, label)]
+            answer += [*([", "] if index else []), *self.processor.route_segments(route, label)]
         return answer + ["."]
 
     def detect(self, classes: Sequence[str], image: ImageLike | str | None = None) -> Turn:
@@ -366,6 +393,28 @@ class Session:
         question = "Can you segment the objects denoted as" if prompts else "Can you find and segment the objects like the examples?"
         return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=names)
 
+    def pose(self, classes: Sequence[str] = ("person",), keypoints: Sequence[str] | None = None,
+             image: ImageLike | str | None = None) -> Turn:
+        """Instances of the classes with named keypoints (COCO's 17 for people by default).
+
+        Keypoints are ``(x, y, score)`` in pixels of the original image; any names work (animals,
+        hands, … up to 68 a class), they come from the request, not a fixed list.
+        """
+        from .results import COCO_KEYPOINT_NAMES
+
+        classes = _names(classes, "classes")
+        if keypoints is None:
+            if any(c != "person" for c in classes):
+                raise InvalidPromptError(f"pose: pass keypoints= for classes other than 'person', got {classes}")
+            keypoints = list(COCO_KEYPOINT_NAMES)
+        keypoints = _names(keypoints, "keypoints")
+        spoken = [name.replace("_", " ") for name in keypoints]  # "left_eye" is asked as "left eye"
+        question = (f"Can you analyze the image and identify the {', '.join(classes)} present? Can you examine the "
+                    f"image and pinpoint the keypoint locations of the {', '.join(spoken)}?")
+        answer = self._group_answer(T.POSE, [*classes, *spoken], "Yes, here are the results for ")
+        options = {"pose_objects": len(classes), "keypoint_names": keypoints}
+        return self._turn(question, image, (), (), answer, options, needs=[T.POSE], labels=classes)
+
     def generate(self, caption: str, **options: Any) -> Turn:
         """An image from a caption (``[GEN]``)."""
         caption = _names([caption], "caption")[0]
@@ -387,6 +436,7 @@ class Session:
         return self.ask(text, image=image, **generation)
 
 
+_SESSION_OPTIONS = ("pose_objects", "keypoint_names")
 _DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
 
 
@@ -395,6 +445,15 @@ def _diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("seed") is not None:
         picked["seed"] = int(options["seed"])
     return picked
+
+
+def _relabel(result: Result, labels: list[str]) -> Result:
+    """Put the verb's own words on a result: one label per group, or per instance of a known class."""
+    if not hasattr(result, "labels"):
+        return result
+    if getattr(result, "kind", "") == "poses":
+        return result.model_copy(update={"asked": [*labels, *result.keypoint_names]})
+    return result.model_copy(update={"labels": labels[: len(result)], "asked": labels})
 
 
 def _names(values: Sequence[str], what: str) -> list[str]:

@@ -15,8 +15,9 @@ Transformers' ``GroundingDinoModel`` does the work. What changes (and why):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

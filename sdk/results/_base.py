@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Self
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
+
 from visionllm2.model.errors import InvalidInputError, describe
 
 # Marker key of an encoded array in JSON; unlikely to collide with a user's dict keys.

@@ -15,6 +15,7 @@ import numpy as np
 import shapely
 from pycocotools import mask as coco_mask
 from shapely.geometry.base import BaseGeometry
+
 from visionllm2.model.errors import InvalidInputError, describe
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from visionllm2.model.errors import InvalidImageError, InvalidInputError, describe
 
 

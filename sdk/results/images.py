@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 import numpy as np
 from PIL import Image, PngImagePlugin
 from pydantic import Field, PlainSerializer, field_validator, model_validator
+
 from visionllm2.model.errors import InvalidImageError, InvalidInputError, describe
 
 from ._base import Indexable, Result, to_numpy

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from pydantic import ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from shapely.geometry.base import BaseGeometry
+
 from visionllm2.model.errors import InvalidInputError, describe
 
 from . import _geometry as geo

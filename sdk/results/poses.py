@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from PIL import Image
 from pydantic import Field, field_validator, model_validator
+
 from visionllm2.model.errors import InvalidInputError, describe
 
 from . import _interop as io

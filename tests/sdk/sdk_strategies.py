@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
+
 from visionllm2.sdk import Boxes, Images, Masks, Poses, Turn
 
 # No control characters: numpy str arrays (used by supervision's data) drop trailing NULs.

@@ -11,6 +11,7 @@ import shapely
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
 from visionllm2.sdk import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Masks, Poses
 
 SIZE = (120, 90)  # (width, height)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sdk_strategies import boxes_results, masks_results, poses_results
+
 from visionllm2.sdk import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, InvalidInputError, Masks, Poses
 
 SIZE = (64, 48)

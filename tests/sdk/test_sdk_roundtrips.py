@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from sdk_strategies import boxes_results, images_results, masks_results, poses_results, turns
+
 from visionllm2.sdk import Boxes, Images, Masks, Poses, Turn
 
 FAST = settings(max_examples=25, deadline=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
 from visionllm2.sdk import (
     COCO_KEYPOINT_NAMES,
     Boxes,

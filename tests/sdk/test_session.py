@@ -111,7 +111,10 @@ def test_free_ask_routes_to_the_decoder_the_model_chose(session, photo):
     turn = session.ask("find the person", image=photo, logits_processor=force)
     assert turn.routes == [T.DET] and turn.boxes is not None and turn.boxes.asked == ["person"]
     assert "generate" in turn.timings and turn.skipped_routes == []
-    script = tok.encode_text("here") + [tok.token_id(T.POSE)]  # no pose decoder in the tiny preset
+    script = tok.encode_text("here") + [tok.token_id(T.GEN)]  # no diffusion decoder in the tiny preset
+    turn = session.ask("draw it", logits_processor=force)
+    assert turn.routes == [T.GEN] and turn.skipped_routes == [T.GEN] and turn.results == []
+    script = tok.encode_text("person") + [tok.token_id(T.POSE)]  # a pose answer without keypoint groups
     turn = session.ask("show the pose", logits_processor=force)
     assert turn.routes == [T.POSE] and turn.skipped_routes == [T.POSE] and turn.results == []
 
@@ -196,3 +199,18 @@ def test_prefix_cache_gives_the_same_results_as_a_fresh_prefill(session, photo):
     fresh = session.detect(["dog", "person"])
     np.testing.assert_allclose(cached.boxes.xyxy, fresh.boxes.xyxy, atol=1e-3)
     np.testing.assert_allclose(cached.boxes.scores, fresh.boxes.scores, atol=1e-4)
+
+
+def test_pose_verb_returns_named_keypoints(session, photo):
+    from visionllm2.sdk import COCO_KEYPOINT_NAMES, Poses
+
+    session.model.unipose.config.score_threshold = 0.0  # random weights: keep every instance
+    turn = session.pose(image=photo)
+    poses = turn.poses
+    assert isinstance(poses, Poses) and poses.keypoint_names == list(COCO_KEYPOINT_NAMES) and poses.skeleton
+    assert poses.keypoints.shape[1:] == (17, 3) and set(poses.labels) <= {"person"}
+    assert turn.routes == [T.POSE] * 18
+    paws = session.pose(["cat"], keypoints=["nose", "tail", "left paw"])
+    assert paws.poses.keypoint_names == ["nose", "tail", "left paw"] and paws.poses.skeleton == []
+    with pytest.raises(InvalidPromptError, match="keypoints="):
+        session.pose(["cat"])
