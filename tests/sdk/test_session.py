@@ -214,3 +214,25 @@ def test_pose_verb_returns_named_keypoints(session, photo):
     assert paws.poses.keypoint_names == ["nose", "tail", "left paw"] and paws.poses.skeleton == []
     with pytest.raises(InvalidPromptError, match="keypoints="):
         session.pose(["cat"])
+
+
+def test_generate_and_edit_record_seed_and_settings_and_reproduce(tokenizer):
+    from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
+    from visionllm2.model.visionllm import VisionLLMv2
+    from visionllm2.sdk import Images
+
+    config = VisionLLMv2Config.preset("tiny")
+    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    torch.manual_seed(0)
+    model = VisionLLMv2.from_config(config, tokenizer=tokenizer)
+    session = Session(model)
+    turn = session.generate("a red circle on the left", seed=3, num_inference_steps=4)
+    images = turn.images
+    assert isinstance(images, Images) and images.seeds == [3] and images.captions == ["a red circle on the left"]
+    assert images.settings["steps"] == 4 and turn.routes == [T.GEN]
+    same = Session(model).generate("a red circle on the left", seed=3, num_inference_steps=4).images
+    other = Session(model).generate("a red circle on the left", seed=4, num_inference_steps=4).images
+    assert np.array_equal(np.asarray(same.images[0]), np.asarray(images.images[0]))
+    assert not np.array_equal(np.asarray(other.images[0]), np.asarray(images.images[0]))
+    edited = session.edit("make the circle blue", image=np.zeros((40, 60, 3), np.uint8), seed=1, num_inference_steps=4)
+    assert edited.routes == [T.EDIT] and "image_guidance_scale" in edited.images.settings
