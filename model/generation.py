@@ -74,13 +74,16 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
 def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
              image_features: torch.Tensor | None = None,
-             logits_processor: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> list[Generation]:
+             logits_processor: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+             cache: DynamicCache | None = None, cached_tokens: int = 0) -> list[Generation]:
     """Decode every sequence of a left-padded batch (``collate(..., padding_side="left")``).
 
     ``max_new_tokens`` counts the tokens the model chose; query slots come on top. Decoding stops at
     ``</s>``. ``logits_processor(step, logits)`` may reshape the ``(B, V)`` next-token logits (to
-    constrain or script decoding). Returns one :class:`Generation` per sequence, with the link states
-    of every group.
+    constrain or script decoding). ``cache`` may hold the KV of the first ``cached_tokens`` tokens of a
+    single unpadded sequence (an earlier turn of the same conversation): only the rest is prefilled,
+    and the cache is extended in place with everything fed. Returns one :class:`Generation` per
+    sequence, with the link states of every group.
     """
     if max_new_tokens < 1:
         raise InvalidInputError(f"max_new_tokens: expected ≥ 1, got {max_new_tokens}")
@@ -92,10 +95,16 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     embeds, _ = model.embed(batch, image_features)
     mask = batch.attention_mask
     lengths = mask.sum(1)  # (B,) real tokens so far = next position id
-    cache = DynamicCache()
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    out = model.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                          cache=cache, use_cache=True)
+    if cache is None:
+        cache, cached_tokens = DynamicCache(), 0
+    if cached_tokens and (size != 1 or cached_tokens >= embeds.shape[1] or cache.get_seq_length() != cached_tokens):
+        raise InvalidInputError(
+            f"generate: a prefix cache needs one unpadded sequence longer than its {cached_tokens} cached tokens "
+            f"and a cache of exactly that length (got batch {size}, {embeds.shape[1]} tokens, cache {cache.get_seq_length()})"
+        )
+    out = model.llm.model(inputs_embeds=embeds[:, cached_tokens:], attention_mask=mask,
+                          position_ids=positions[:, cached_tokens:], cache=cache, use_cache=True)
     logits = model.llm.lm_head(out.last_hidden_state[:, -1])  # (B, V)
     embedding = model.llm.get_input_embeddings()
     eos = 2

@@ -271,7 +271,6 @@ class Session:
             return turn
 
     def _generate(self, chat, features, options: dict[str, Any]):
-        self._pending_cache = ((), None)  # free decoding builds its own cache; the next verb recomputes
         options = dict(options)
         seed = options.pop("seed", None)
         for key in (*_DIFFUSION_OPTIONS, *_SESSION_OPTIONS):
@@ -281,8 +280,11 @@ class Session:
         options.setdefault("max_new_tokens", self.max_new_tokens)
         start = time.perf_counter()
         batch = collate([chat], self.model.tokenizer.pad_id, "left")
-        generation = self.model.generate(batch, image_features=features, **options)[0]
+        cache, reuse = self._reusable_cache(tuple(chat.input_ids))
+        generation = self.model.generate(batch, image_features=features, cache=cache, cached_tokens=reuse, **options)[0]
         seconds = time.perf_counter() - start
+        # The cache now holds the prompt and every token fed back, the answer's </s> included.
+        self._pending_cache = (tuple(chat.input_ids) + tuple(generation.token_ids), cache)
         ids = [t for t in generation.token_ids if t != self.model.tokenizer.eos_id]
         # Routes the model chose but this model cannot serve are kept in `turn.routes` and listed in
         # `turn.skipped_routes`: the model's choice, not the user's error (verbs raise CapabilityError).
@@ -290,21 +292,26 @@ class Session:
                 if name in self.model.decoders()}
         return ids, generation.routes, link, generation.text, seconds
 
-    def _prefill(self, chat, features):
-        """The verbs' path: the whole answer is known, so one forward over what the cache lacks."""
+    def _reusable_cache(self, ids: tuple[int, ...]):
+        """The conversation's KV cache cut to the longest cached prefix of ``ids`` (or a fresh one)."""
         from transformers import DynamicCache
 
+        cached_ids, cache = self._prefix_cache
+        reuse = len(cached_ids) if cache is not None and ids[: len(cached_ids)] == cached_ids else 0
+        if reuse >= len(ids):
+            reuse = 0  # nothing new to run: recompute rather than special-case an empty forward
+        if not reuse:
+            return DynamicCache(), 0
+        if cache.get_seq_length() > reuse:
+            cache.crop(reuse - cache.get_seq_length())  # drop what a failed turn appended after the prefix
+        return cache, reuse
+
+    def _prefill(self, chat, features):
+        """The verbs' path: the whole answer is known, so one forward over what the cache lacks."""
         start = time.perf_counter()
         batch = collate([chat], self.model.tokenizer.pad_id).to(self.model.device)
         ids = tuple(chat.input_ids)
-        cached_ids, cache = self._prefix_cache
-        reuse = len(cached_ids) if cache is not None and ids[: len(cached_ids)] == cached_ids else 0
-        if reuse == len(ids):
-            reuse = 0  # nothing new to run: recompute rather than special-case an empty forward
-        if not reuse:
-            cache = DynamicCache()
-        elif cache.get_seq_length() > reuse:
-            cache.crop(reuse - cache.get_seq_length())  # drop what a failed turn appended after the prefix
+        cache, reuse = self._reusable_cache(ids)
         with torch.no_grad():
             embeds, groups = self.model.embed(batch, features)  # (1, T, H); cheap: features are cached
             groups = [g for g in groups if g.position >= chat.answer_start]  # this answer's, not history's

@@ -236,3 +236,16 @@ def test_generate_and_edit_record_seed_and_settings_and_reproduce(tokenizer):
     assert not np.array_equal(np.asarray(other.images[0]), np.asarray(images.images[0]))
     edited = session.edit("make the circle blue", image=np.zeros((40, 60, 3), np.uint8), seed=1, num_inference_steps=4)
     assert edited.routes == [T.EDIT] and "image_guidance_scale" in edited.images.settings
+
+
+def test_free_answers_extend_the_prefix_cache_and_match_a_fresh_run(session, photo):
+    session.detect(["person"], image=photo)
+    first = session.ask("what is it?", max_new_tokens=6)
+    ids, cache = session._prefix_cache
+    assert cache is not None and cache.get_seq_length() == len(ids)
+    cached = session.ask("and the colour?", max_new_tokens=6)  # reuses the cache of both turns
+    session._prefix_cache = ((), None)
+    session.exchanges.pop()
+    session.turns.pop()
+    fresh = session.ask("and the colour?", max_new_tokens=6)
+    assert cached.text == fresh.text and first.index == 1
