@@ -9,7 +9,8 @@ scripted so every path produces the same answer length it would when trained):
 - ``one prefill``: the task verbs' path — the answer template is known and runs in one forward.
 
 Run: ``python bench/superlink_scaling.py [--presets tiny,mid] [--repeats 3]``. Prints seconds and
-ratios to the text-coordinate path, measured within one run.
+ratios to the text-coordinate path, measured within one run. LLM side only (no decoder): the
+link paths add one batched decoder forward for all N groups.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def timed(fn, repeats: int) -> float:
 def run(name: str, config: VisionLLMv2Config, repeats: int) -> None:
     torch.manual_seed(0)
     tokenizer = Tokenizer.builtin()
-    model = VisionLLMv2.from_config(config, tokenizer=tokenizer).eval()
+    # The LLM side only: both paths then pay one batched decoder forward for the N boxes.
+    model = VisionLLMv2.from_config(config, decoders={}, tokenizer=tokenizer).eval()
     processor = Processor(config, tokenizer)
     image = processor.process_image(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
     question = Message("user", [ImageSlot(0), "\nCan you analyze the image and identify the shapes present?"])
