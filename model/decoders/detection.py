@@ -32,7 +32,7 @@ from ..config import DetectionConfig
 from ..errors import InvalidInputError, TooManyGroupsError
 from ..images import load_image
 from .base import DecoderOutput, LinkStates, TaskDecoder
-from .layers import MLP, ConvNorm
+from .layers import MLP, ConvNorm, contrastive_logits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -198,11 +198,8 @@ class DetectionDecoder(TaskDecoder):
         return logits.masked_fill(~group_mask[:, None, :], -1e4)  # finite: keeps focal loss NaN-free
 
     def _rescale(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.config.scaled_logits:
-            raw = raw / self.config.d_model ** 0.5
-        if self.config.class_logit_bias is not None:
-            raw = raw + self.class_logit_bias
-        return raw
+        bias = self.class_logit_bias if self.config.class_logit_bias is not None else None
+        return contrastive_logits(raw, self.config.d_model, self.config.scaled_logits, bias)
 
     def run(self, inputs: DetectorInputs, text: torch.Tensor, group_mask: torch.Tensor) -> DetectorRaw:
         dtype = next(self.parameters()).dtype

@@ -34,3 +34,14 @@ class ConvNorm(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(super().forward(x))
         return F.relu(x) if self.relu else x
+
+
+def contrastive_logits(raw: torch.Tensor, d_model: int, scaled: bool, bias: torch.Tensor | None) -> torch.Tensor:
+    """The class logit from a raw query·text dot product: the official ``q·t``, or ``q·t/√d + b``.
+
+    Unscaled logits start huge when training from scratch (DESIGN §7: first loss ~260); the scaled
+    form with a bias starting at −4.6 (prior 0.01) trains. Official weights use the raw form.
+    """
+    if scaled:
+        raw = raw / d_model ** 0.5
+    return raw if bias is None else raw + bias

@@ -28,7 +28,7 @@ from ..config import PoseConfig
 from ..errors import InvalidInputError, TooManyGroupsError
 from .base import DecoderOutput, LinkStates, TaskDecoder
 from .detection import DetectionDecoder, DetectorInputs
-from .layers import MLP
+from .layers import MLP, contrastive_logits
 from .pose_transformer import Classifier, DecoderStages, PoseTransformer, sine_position
 
 
@@ -144,11 +144,8 @@ class PoseDecoder(TaskDecoder):
 
     # ------------------------------------------------------------------ network
     def _rescale(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.config.scaled_logits:
-            raw = raw / self.config.d_model ** 0.5
-        if self.config.class_logit_bias is not None:
-            raw = raw + self.class_logit_bias
-        return raw
+        bias = self.class_logit_bias if self.config.class_logit_bias is not None else None
+        return contrastive_logits(raw, self.config.d_model, self.config.scaled_logits, bias)
 
     def classifier(self, object_text: torch.Tensor, object_valid: torch.Tensor) -> Classifier:
         """Contrastive class logits: states ``(B, N, d)`` → ``(B, N, C)``, padded classes at -1e4."""
