@@ -83,20 +83,45 @@ def doctor() -> None:
 
 @app.command()
 def convert(
+    official_dir: Annotated[Path | None, typer.Argument(help="The released checkpoint directory (.bin shards + index, or safetensors).")] = None,
+    out_dir: Annotated[Path | None, typer.Argument(help="Where to write this package's layout.")] = None,
     check: Annotated[
-        Path | None, typer.Option("--check", help="A key manifest {key: [shape, dtype]} of the official checkpoint.")
+        Path | None, typer.Option("--check", help="Only check a key manifest {key: [shape, dtype]} against the `7b` preset.")
     ] = None,
     prefix: Annotated[
-        str | None, typer.Option(help="Comma-separated top-level prefixes to check (default: the model core).")
+        str | None, typer.Option(help="With --check: comma-separated top-level prefixes (default: the model core).")
     ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer directory (default: OFFICIAL_DIR; a Vicuna-7B-v1.5 one works).")
+    ] = None,
+    bf16: Annotated[bool, typer.Option("--bf16/--keep-dtype", help="Store weights as bfloat16 (the release's dtype).")] = True,
 ) -> None:
-    """Check that the official checkpoint's keys map onto the `7b` preset through the rename table."""
+    """Convert the released VisionLLM v2 weights, or --check a key manifest against the rename table."""
+    from visionllm2.model.errors import CheckpointError
+
+    if check is not None:
+        _check_manifest(check, prefix)
+    if official_dir is None or out_dir is None:
+        console.print("[red]convert: pass OFFICIAL_DIR OUT_DIR, or --check MANIFEST.json[/red]")
+        raise typer.Exit(2)
+    import torch
+
+    from visionllm2.model.converter import convert_checkpoint
+
+    try:
+        with console.status("converting") as status:
+            written = convert_checkpoint(official_dir, out_dir, tokenizer=tokenizer,
+                                         dtype=torch.bfloat16 if bf16 else None, progress=status.update)
+    except CheckpointError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    console.print(f"wrote [bold]{written}[/bold]; load it with Session.from_pretrained({str(written)!r})")
+
+
+def _check_manifest(check: Path, prefix: str | None) -> None:
     from visionllm2.model.convert import CORE_PREFIXES, check_manifest, load_manifest
     from visionllm2.model.errors import CheckpointError
 
-    if check is None:
-        console.print("[red]convert: pass --check MANIFEST.json[/red] (converting weight files comes with the converter issue)")
-        raise typer.Exit(2)
     prefixes = tuple(p.strip() for p in prefix.split(",")) if prefix else CORE_PREFIXES
     try:
         report = check_manifest(load_manifest(check), prefixes)

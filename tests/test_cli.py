@@ -21,7 +21,7 @@ def test_doctor_reports_packages_and_devices():
 
 def test_convert_without_a_manifest_says_what_to_pass():
     result = runner.invoke(app, ["convert"])
-    assert result.exit_code == 2 and "--check" in result.output
+    assert result.exit_code == 2 and "OFFICIAL_DIR OUT_DIR" in result.output
 
 
 def test_demo_writes_pictures_transcript_and_a_resumable_session(tmp_path):
