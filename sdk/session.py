@@ -87,10 +87,11 @@ class Session:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path_or_preset: str, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, **options: Any) -> Session:
+                        dtype: torch.dtype | None = None, device_map: Any = None, **options: Any) -> Session:
         """A local model directory, or a preset name (``tiny``: random weights, for trying the API).
 
-        Device: CUDA when present, else CPU. Dtype: bfloat16 on CUDA, float32 on CPU.
+        Device: CUDA when present, else CPU. Dtype: bfloat16 on CUDA, float32 on CPU. ``device_map``
+        ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate.
         """
         from pathlib import Path
 
@@ -102,7 +103,8 @@ class Session:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         if Path(path_or_preset).is_dir():
-            model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=device)
+            model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=None if device_map else device,
+                                                device_map=device_map)
         else:
             config = VisionLLMv2Config.preset(path_or_preset)
             tokenizer = Tokenizer.from_spec(config.llm.tokenizer)

@@ -249,3 +249,16 @@ def test_free_answers_extend_the_prefix_cache_and_match_a_fresh_run(session, pho
     session.turns.pop()
     fresh = session.ask("and the colour?", max_new_tokens=6)
     assert cached.text == fresh.text and first.index == 1
+
+
+def test_from_pretrained_directory_with_an_accelerate_device_map(tmp_path, photo, tokenizer):
+    from visionllm2.model.config import VisionLLMv2Config
+    from visionllm2.model.visionllm import VisionLLMv2
+
+    torch.manual_seed(0)
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), tokenizer=tokenizer).save_pretrained(tmp_path / "m")
+    plain = Session.from_pretrained(str(tmp_path / "m"), device="cpu")
+    mapped = Session.from_pretrained(str(tmp_path / "m"), device_map={"": "cpu"})
+    assert plain.model.dtype == torch.float32
+    np.testing.assert_array_equal(plain.ground("person", image=photo).boxes.xyxy,
+                                  mapped.ground("person", image=photo).boxes.xyxy)
