@@ -95,9 +95,9 @@ def run(name: str, config: VisionLLMv2Config, repeats: int) -> None:
         full = processor.build([question, Message("assistant", segments)], [image])
         full_batch = collate([full], tokenizer.pad_id)
         with torch.inference_mode():
-            text_s = timed(lambda: model.generate(batch, max_new_tokens=len(coords), logits_processor=forcing(coords)), repeats)
-            link_s = timed(lambda: model.generate(batch, max_new_tokens=len(link), logits_processor=forcing(link)), repeats)
-            prefill_s = timed(lambda: model(full_batch), repeats)
+            text_s = timed(lambda b=batch, c=coords: model.generate(b, max_new_tokens=len(c), logits_processor=forcing(c)), repeats)
+            link_s = timed(lambda b=batch, k=link: model.generate(b, max_new_tokens=len(k), logits_processor=forcing(k)), repeats)
+            prefill_s = timed(lambda f=full_batch: model(f), repeats)
         print(f"{n:>4} {text_s:>14.3f} {link_s:>12.3f} {prefill_s:>14.3f} {link_s / text_s:>10.2f} "
               f"{prefill_s / text_s:>13.3f} {len(coords) / len(link):>16.1f}")
 

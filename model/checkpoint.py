@@ -131,7 +131,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
     found = {}
     for path in files:
         with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 found[key] = tuple(handle.get_slice(key).get_shape())
     check_keys(expected, found, str(directory))
     if device_map is not None:
@@ -143,7 +143,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
         )
     for path in files:  # shard by shard: peak memory stays near one shard
         with safe_open(str(path), framework="pt", device=str(device or "cpu")) as handle:
-            shard = {key: handle.get_tensor(key) for key in handle.keys()}
+            shard = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         if torch_dtype is not None:
             shard = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in shard.items()}
         # Keys were checked above; strict=False only because each shard holds part of them.

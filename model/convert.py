@@ -97,7 +97,7 @@ class ManifestReport:
 
 
 def _selected(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == p or key.startswith(p + ".") or key.startswith(p + "_") for p in prefixes)
+    return any(key == p or key.startswith((p + ".", p + "_")) for p in prefixes)
 
 
 def expected_shapes(config: VisionLLMv2Config) -> tuple[dict[str, tuple[int, ...]], set[str]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -44,7 +44,7 @@ def official_shards(directory: Path) -> list[Path]:
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
+            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     # Pickles only through the weights-only unpickler: never plain pickle on downloaded files.
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 

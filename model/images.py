@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidImageError, describe
 
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor, str, Path, bytes]
+ImageLike = Image.Image | np.ndarray | torch.Tensor | str | Path | bytes
 
 
 def load_image(image: ImageLike, max_pixels: int = 8192 * 8192) -> Image.Image:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 import torch
@@ -56,7 +55,7 @@ class TokenIds:
     ids: tuple[int, ...]
 
 
-Segment = Union[str, Special, ImageSlot, RegionSlot, TokenIds]
+Segment = str | Special | ImageSlot | RegionSlot | TokenIds
 
 
 @dataclass

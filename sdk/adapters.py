@@ -31,7 +31,7 @@ def detection_results(prediction: Any, turn: int, asked: list[str], interactive:
         scores = prediction.scores.numpy()
         masks = None if prediction.masks is None else prediction.masks.numpy()
         names = [labels[g] for g in prediction.groups.tolist()]
-    common = dict(image_size=size, turn=turn, route=route, asked=asked)
+    common = {"image_size": size, "turn": turn, "route": route, "asked": asked}
     boxes = Boxes(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4), scores=np.asarray(scores, np.float32),
                   labels=names, **common)
     if masks is None or not (route == T.SEG or interactive):
