@@ -65,3 +65,22 @@ def test_tokenizer_rejects_non_text_and_incomplete_vocabularies(tokenizer):
 def test_decode_joins_routes_to_labels(tokenizer):
     ids = tokenizer.encode_text("red circle") + [tokenizer.token_id("[DET]"), tokenizer.token_id("[EMB]")]
     assert tokenizer.decode(ids) == "red circle[DET][EMB]"
+
+
+def test_a_local_sentencepiece_llama_tokenizer_gains_the_26_tokens_in_order(tmp_path):
+    """The 7b path: a Llama/Vicuna `tokenizer.model` directory (here a tiny one trained on the spot)."""
+    import sentencepiece
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["a chat between a curious user and an assistant", "detect the person and the dog"] * 50))
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "tokenizer"), vocab_size=50,
+                                             model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    tokenizer = Tokenizer.from_directory(tmp_path)
+    first = tokenizer.first_special_id
+    assert first == 50 and tokenizer.vocab_size == 76
+    assert [tokenizer.token_id(t) for t in ("[DET]", "[EMB]")] == [first + 12, first + 18]
+    ids = tokenizer.encode_text("detect [DET] <image> the dog")
+    assert ids and all(i < first for i in ids) and tokenizer.bos_id not in ids
+    with pytest.raises(CheckpointError, match="local directory"):
+        Tokenizer.from_directory(tmp_path / "missing")
