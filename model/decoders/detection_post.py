@@ -36,11 +36,13 @@ class DetectionPrediction:
     best_masks: torch.Tensor | None
 
 
-def _to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def boxes_to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """cxcywh in [0, 1] of the image → xyxy pixels of the original image ``size`` (w, h), clamped."""
     w, h = size
     cx, cy, bw, bh = boxes.unbind(-1)
     xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * boxes.new_tensor([w, h, w, h])
-    return torch.stack([xyxy[..., 0].clamp(0, w), xyxy[..., 1].clamp(0, h), xyxy[..., 2].clamp(0, w), xyxy[..., 3].clamp(0, h)], -1)
+    return torch.stack([xyxy[..., 0].clamp(0, w), xyxy[..., 1].clamp(0, h),
+                        xyxy[..., 2].clamp(0, w), xyxy[..., 3].clamp(0, h)], -1)
 
 
 def _masks_to_image(logits: torch.Tensor, resized: tuple[int, int], padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -62,7 +64,7 @@ def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows
         members = (link.sample_index == row).nonzero().flatten().tolist()
         groups = len(members)
         probs = raw.logits[-1, i, :, :groups].sigmoid().float()  # (Q, G)
-        boxes = _to_pixels(raw.boxes[-1, i].float(), inputs.original[i])  # (Q, 4)
+        boxes = boxes_to_pixels(raw.boxes[-1, i].float(), inputs.original[i])  # (Q, 4)
         k = min(config.max_detections, probs.numel())
         scores, flat = probs.flatten().topk(k)
         keep = scores >= config.score_threshold

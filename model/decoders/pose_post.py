@@ -8,6 +8,7 @@ import torch
 
 from ..config import PoseConfig
 from .detection import DetectorInputs
+from .detection_post import boxes_to_pixels
 
 
 @dataclass
@@ -28,15 +29,6 @@ class PosePrediction:
     scores: torch.Tensor
     classes: torch.Tensor
     keypoints: torch.Tensor
-
-
-def boxes_to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """cxcywh in [0, 1] → xyxy pixels clamped to the image."""
-    w, h = size
-    cx, cy, bw, bh = boxes.unbind(-1)
-    xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * boxes.new_tensor([w, h, w, h])
-    return torch.stack([xyxy[..., 0].clamp(0, w), xyxy[..., 1].clamp(0, h),
-                        xyxy[..., 2].clamp(0, w), xyxy[..., 3].clamp(0, h)], -1)
 
 
 def postprocess(raw, inputs: DetectorInputs, tokens, config: PoseConfig) -> list[PosePrediction]:
