@@ -22,7 +22,41 @@ def _rle(mask: np.ndarray) -> dict:
     return rle
 
 
-class CocoEvaluator:
+class CocoAccumulator:
+    """Images, ground truth and predictions in COCO form, scored by ``COCOeval`` (shared by the
+    detection and pose evaluators)."""
+
+    def __init__(self) -> None:
+        self.images: list[dict] = []
+        self.ground_truth: list[dict] = []
+        self.predictions: list[dict] = []
+        self.categories: dict[str, int] = {}
+
+    def _category(self, name: str) -> int:
+        return self.categories.setdefault(name, len(self.categories) + 1)
+
+    def _cocoeval(self, iou_type: str, stat_names: Sequence[str], category_extra: dict | None = None,
+                  sigmas: np.ndarray | None = None) -> dict[str, float]:
+        """``{f"{iou_type}_{name}": value}``; 0.0 where nothing was predicted or no ground truth."""
+        if not self.predictions or not self.ground_truth:
+            return {f"{iou_type}_{name}": 0.0 for name in stat_names}
+        gt = COCO()
+        gt.dataset = {"images": self.images, "annotations": self.ground_truth,
+                      "categories": [{"id": i, "name": n, **(category_extra or {})} for n, i in self.categories.items()]}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            gt.createIndex()
+            dt = gt.loadRes([dict(p) for p in self.predictions])
+            evaluator = COCOeval(gt, dt, iouType=iou_type)
+            if sigmas is not None:
+                evaluator.params.kpt_oks_sigmas = sigmas
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        stats = [max(float(s), 0.0) for s in evaluator.stats[: len(stat_names)]]  # -1 means "no such objects"
+        return {f"{iou_type}_{name}": value for name, value in zip(stat_names, stats)}
+
+
+class CocoEvaluator(CocoAccumulator):
     """Accumulate predictions and ground truth image by image, then score with ``COCOeval``.
 
     Boxes are xyxy pixels of the original image; labels are class names (categories are made from
@@ -34,14 +68,8 @@ class CocoEvaluator:
         unknown = set(iou_types) - {"bbox", "segm"}
         if unknown:
             raise InvalidInputError(f"iou_types: expected 'bbox' and/or 'segm', got {sorted(unknown)}")
+        super().__init__()
         self.iou_types = tuple(iou_types)
-        self.images: list[dict] = []
-        self.ground_truth: list[dict] = []
-        self.predictions: list[dict] = []
-        self.categories: dict[str, int] = {}
-
-    def _category(self, name: str) -> int:
-        return self.categories.setdefault(name, len(self.categories) + 1)
 
     def add(self, image_size: tuple[int, int], gt_boxes: np.ndarray, gt_labels: Sequence[str],
             pred_boxes: np.ndarray, pred_scores: np.ndarray, pred_labels: Sequence[str],
@@ -75,19 +103,5 @@ class CocoEvaluator:
         """``{"bbox_AP": …, "bbox_AP50": …, "segm_AP": …}``; 0.0 where nothing was predicted."""
         results: dict[str, float] = {}
         for iou_type in self.iou_types:
-            if not self.predictions or not self.ground_truth:
-                results.update({f"{iou_type}_{name}": 0.0 for name in _STAT_NAMES})
-                continue
-            gt = COCO()
-            gt.dataset = {"images": self.images, "annotations": self.ground_truth,
-                          "categories": [{"id": i, "name": n} for n, i in self.categories.items()]}
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                gt.createIndex()
-                dt = gt.loadRes([dict(p) for p in self.predictions])
-                evaluator = COCOeval(gt, dt, iouType=iou_type)
-                evaluator.evaluate()
-                evaluator.accumulate()
-                evaluator.summarize()
-            stats = [max(float(s), 0.0) for s in evaluator.stats[: len(_STAT_NAMES)]]  # -1 means "no such objects"
-            results.update({f"{iou_type}_{name}": value for name, value in zip(_STAT_NAMES, stats)})
+            results.update(self._cocoeval(iou_type, _STAT_NAMES))
         return results

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Sequence
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from ..errors import InvalidInputError
+from .detection_eval import CocoAccumulator
 from .pose_loss import DEFAULT_SIGMA, keypoint_sigmas
 
 _STAT_NAMES = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large")
 
 
-class PoseEvaluator:
+class PoseEvaluator(CocoAccumulator):
     """Accumulate one keypoint set's predictions and ground truth image by image; score with OKS.
 
     keypoint_names: the set's J names (their order is the keypoint order); sigmas: OKS sigmas, by
@@ -32,13 +29,7 @@ class PoseEvaluator:
                        else keypoint_sigmas(self.keypoint_names, default_sigma).astype(np.float64))
         if len(self.sigmas) != len(self.keypoint_names):
             raise InvalidInputError(f"PoseEvaluator: {len(self.sigmas)} sigmas for {len(self.keypoint_names)} keypoints")
-        self.images: list[dict] = []
-        self.ground_truth: list[dict] = []
-        self.predictions: list[dict] = []
-        self.categories: dict[str, int] = {}
-
-    def _category(self, name: str) -> int:
-        return self.categories.setdefault(name, len(self.categories) + 1)
+        super().__init__()
 
     def _keypoints(self, keypoints: np.ndarray, count: int, where: str) -> np.ndarray:
         keypoints = np.asarray(keypoints, dtype=np.float64).reshape(count, len(self.keypoint_names) if count == 0 else -1, 3)
@@ -78,19 +69,4 @@ class PoseEvaluator:
 
     def compute(self) -> dict[str, float]:
         """``{"keypoints_AP": …, "keypoints_AP50": …, …}``; 0.0 where nothing was predicted."""
-        if not self.predictions or not self.ground_truth:
-            return {f"keypoints_{name}": 0.0 for name in _STAT_NAMES}
-        gt = COCO()
-        gt.dataset = {"images": self.images, "annotations": self.ground_truth,
-                      "categories": [{"id": i, "name": n, "keypoints": self.keypoint_names}
-                                     for n, i in self.categories.items()]}
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            gt.createIndex()
-            dt = gt.loadRes([dict(p) for p in self.predictions])
-            evaluator = COCOeval(gt, dt, iouType="keypoints")
-            evaluator.params.kpt_oks_sigmas = self.sigmas
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        stats = [max(float(s), 0.0) for s in evaluator.stats[: len(_STAT_NAMES)]]  # -1 means "no such objects"
-        return {f"keypoints_{name}": value for name, value in zip(_STAT_NAMES, stats)}
+        return self._cocoeval("keypoints", _STAT_NAMES, {"keypoints": self.keypoint_names}, self.sigmas)
