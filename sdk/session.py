@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
 from visionllm2.model.images import ImageLike, load_image
@@ -211,12 +212,12 @@ class Session:
         if image_id is not None and image_id not in shown:
             user += [ImageRef(image_id), "\n"]
         user.append(text)
-        for index, prompt in enumerate(prompts, start=1):
+        for prompt in prompts:
             if image_id is None:
                 raise InvalidPromptError("visual prompts need an image: pass image= or call set_image first")
             mask = as_visual_prompt(prompt).to_mask(images[image_id].picture.size)
-            user += [" " if index == 1 else ", ", RegionSlot(f"region{index}")]
             regions.append((image_id, mask))
+        user += templates.region_segments([f"region{i}" for i in range(1, len(prompts) + 1)])
         return Exchange(user, regions)
 
     # ------------------------------------------------------------------ turns
@@ -364,26 +365,19 @@ class Session:
                     for result in adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)]
 
     # ------------------------------------------------------------------ task verbs (one prefill)
-    def _group_answer(self, route: str, labels: Sequence[str], lead: str) -> list[Segment]:
-        answer: list[Segment] = [lead]
-        for index, label in enumerate(labels):
-            answer += [*([", "] if index else []), *self.processor.route_segments(route, label)]
-        return answer + ["."]
-
     def detect(self, classes: Sequence[str], image: ImageLike | str | None = None) -> Turn:
         """Boxes of every instance of each class (xyxy pixels of the original image)."""
         classes = _names(classes, "classes")
-        question = f"Can you analyze the image and identify the {', '.join(classes)} present?"
-        answer = self._group_answer(T.DET, classes, "Yes, here are the results for ")
-        return self._turn(question, image, (), (), answer, {}, needs=[T.DET])
+        answer = templates.group_answer(self.processor, T.DET, classes)
+        return self._turn(templates.detect_question(classes), image, (), (), answer, {}, needs=[T.DET])
 
     def ground(self, expression: str, image: ImageLike | str | None = None) -> Turn:
         """The one box that the referring expression names."""
         expression = _names([expression], "expression")[0]
         if expression.lower().startswith("the "):  # the question already says "the"
             expression = expression[4:]
-        answer: list[Segment] = ["Yes, it is ", *self.processor.route_segments(T.GRD), "."]
-        return self._turn(f"Where can we locate the {expression} in the image?", image, (), (), answer, {},
+        answer = templates.single_answer(self.processor, T.GRD)
+        return self._turn(templates.ground_question(expression), image, (), (), answer, {},
                           needs=[T.GRD], labels=[expression])
 
     def segment(self, classes: Sequence[str] | None = None, prompts: Sequence[Any] = (),
@@ -391,15 +385,14 @@ class Session:
         """Instance masks of classes, or the masks of objects marked by visual prompts / examples."""
         if classes:
             classes = _names(classes, "classes")
-            question = f"Can you analyze the image and segment the {', '.join(classes)} present?"
-            return self._turn(question, image, (), (), self._group_answer(T.SEG, classes, "Yes, here are the results for "),
-                              {}, needs=[T.SEG])
+            answer = templates.group_answer(self.processor, T.SEG, classes)
+            return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
         marks = list(prompts) or [None] * len(examples)
         if not marks:
             raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
         names = [f"region{i}" for i in range(1, len(prompts) + 1)] or [f"example{i}" for i in range(1, len(examples) + 1)]
-        answer = self._group_answer(T.DET, names, "Sure, ")
-        question = "Can you segment the objects denoted as" if prompts else "Can you find and segment the objects like the examples?"
+        answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
+        question = templates.INTERACTIVE_QUESTION if prompts else templates.EXAMPLES_QUESTION
         return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=names)
 
     def pose(self, classes: Sequence[str] = ("person",), keypoints: Sequence[str] | None = None,
@@ -418,17 +411,16 @@ class Session:
             keypoints = list(COCO_KEYPOINT_NAMES)
         keypoints = _names(keypoints, "keypoints")
         spoken = [name.replace("_", " ") for name in keypoints]  # "left_eye" is asked as "left eye"
-        question = (f"Can you analyze the image and identify the {', '.join(classes)} present? Can you examine the "
-                    f"image and pinpoint the keypoint locations of the {', '.join(spoken)}?")
-        answer = self._group_answer(T.POSE, [*classes, *spoken], "Yes, here are the results for ")
+        question = templates.pose_question(classes, spoken)
+        answer = templates.group_answer(self.processor, T.POSE, [*classes, *spoken])
         options = {"pose_objects": len(classes), "keypoint_names": keypoints}
         return self._turn(question, image, (), (), answer, options, needs=[T.POSE], labels=classes)
 
     def generate(self, caption: str, **options: Any) -> Turn:
         """An image from a caption (``[GEN]``)."""
         caption = _names([caption], "caption")[0]
-        answer: list[Segment] = ["Here it is ", *self.processor.route_segments(T.GEN), "."]
-        return self._turn(f"Generate image with caption: {caption}.", None, (), (), answer, options, needs=[T.GEN],
+        answer = templates.single_answer(self.processor, T.GEN)
+        return self._turn(templates.generate_question(caption), None, (), (), answer, options, needs=[T.GEN],
                           labels=[caption])
 
     def edit(self, caption: str, image: ImageLike | str | None = None, **options: Any) -> Turn:
@@ -436,8 +428,8 @@ class Session:
         caption = _names([caption], "caption")[0]
         if image is None and self.current_image is None:
             raise InvalidPromptError("edit: expected an image to edit: pass image= or call set_image first")
-        answer: list[Segment] = ["Here it is ", *self.processor.route_segments(T.EDIT), "."]
-        return self._turn(f"Edit the image according to the caption: {caption}.", image, (), (), answer, options,
+        answer = templates.single_answer(self.processor, T.EDIT)
+        return self._turn(templates.edit_question(caption), image, (), (), answer, options,
                           needs=[T.EDIT], labels=[caption])
 
     def chat(self, text: str, image: ImageLike | str | None = None, **generation: Any) -> Turn:
