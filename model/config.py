@@ -328,8 +328,9 @@ class VisionLLMv2Config:
     # ---------------------------------------------------------------- presets
     @classmethod
     def preset(cls, name: str) -> VisionLLMv2Config:
-        """The named sizes: ``tiny`` (random weights, tests) or ``7b`` (the released checkpoint)."""
-        builders = {"tiny": _tiny, "7b": _seven_b}
+        """The named sizes: ``tiny`` (random weights, tests), ``shapes`` (the model trained on
+        ShapesWorld and shipped with the package) or ``7b`` (the released checkpoint)."""
+        builders = {"tiny": _tiny, "shapes": _shapes, "7b": _seven_b}
         if name not in builders:
             raise UnknownTaskError(f"unknown preset {name!r}: expected one of {sorted(builders)}")
         config = builders[name]()
@@ -398,6 +399,25 @@ def _tiny() -> VisionLLMv2Config:
             num_key_value_heads=2, max_position_embeddings=2048,
         ),
         region=RegionConfig(stem_channels=(8, 16), max_points=64),
+        link=LinkConfig(gen_queries=8, edit_queries=8),
+        detection=DetectionConfig.tiny(),
+        pose=PoseConfig.tiny(),
+    )
+
+
+def _shapes() -> VisionLLMv2Config:
+    """About 5 M parameters: small enough to train from scratch on a 2-core CPU, big enough to learn
+    ShapesWorld's routes. One 112² tile (64 image tokens) per picture; the decoders read 128²."""
+    return VisionLLMv2Config(
+        vision=VisionConfig(
+            hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+            image_size=112, patch_size=14, max_tiles=1,
+        ),
+        llm=LLMConfig(
+            vocab_size=builtin_vocab_size(), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+        ),
+        region=RegionConfig(stem_channels=(16, 32), max_points=256),
         link=LinkConfig(gen_queries=8, edit_queries=8),
         detection=DetectionConfig.tiny(),
         pose=PoseConfig.tiny(),

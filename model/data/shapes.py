@@ -85,8 +85,12 @@ def place_word(box: np.ndarray, size: int) -> str:
 
 
 def render_scene(seed: int, size: int = 128, count: tuple[int, int] = (1, 4), jpeg: bool | None = None,
-                 background: str | None = None) -> Scene:
-    """A seeded scene of ``count`` shapes (min, max inclusive); the same seed gives the same scene."""
+                 background: str | None = None, recolour: dict[str, str] | None = None) -> Scene:
+    """A seeded scene of ``count`` shapes (min, max inclusive); the same seed gives the same scene.
+
+    ``recolour`` (kind → colour) paints every shape of a kind in another colour and changes nothing
+    else: the same seed with and without it is an editing pair ("make the circle green").
+    """
     rng = np.random.default_rng(seed)
     style = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     canvas = Image.fromarray(_background(rng, size, style).astype(np.uint8))
@@ -95,6 +99,7 @@ def render_scene(seed: int, size: int = 128, count: tuple[int, int] = (1, 4), jp
     for _ in range(int(rng.integers(count[0], count[1] + 1))):
         kind = SHAPES[int(rng.integers(len(SHAPES)))]
         colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        colour = (recolour or {}).get(kind, colour)
         radius = float(rng.uniform(0.08, 0.22)) * size
         cx, cy = rng.uniform(radius, size - radius, 2)
         layer = Image.new("L", (big, big), 0)

@@ -148,6 +148,12 @@ class DiffusionDecoder(TaskDecoder):
         # Sampling scheduler: replace it with any diffusers scheduler (each call uses a fresh copy).
         self.scheduler: SchedulerMixin = build_scheduler(config)
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """What training leaves alone: the VAE, the text encoder, and the UNet unless ``train_unet``."""
+        parts = [self.sd_text_encoder, *([self.sd_vae] if self.sd_vae is not None else []),
+                 *([] if self.config.train_unet else [self.sd_unet])]
+        return [p for part in parts for p in part.parameters()]
+
     # ------------------------------------------------------------------ link
     def prompt_embeds(self, states: torch.Tensor) -> torch.Tensor:
         """Query states ``(G, n, H)`` → ``prompt_embeds`` ``(G, Q, d)``."""

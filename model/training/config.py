@@ -1,0 +1,87 @@
+"""What a training run is, as one JSON-serialisable dataclass (saved next to its checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.tasks import DEFAULT_TASKS
+
+#: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+#: What each stage trains on by default (task → weight); stage 2 and 3 see every route.
+STAGE_TASKS: dict[int, dict[str, float]] = {1: {"chat": 1.0}, 2: dict(DEFAULT_TASKS), 3: dict(DEFAULT_TASKS)}
+
+
+@dataclass
+class TrainConfig:
+    """One stage of training.
+
+    stage 1: chat (vision tower, bridge, LLM; LM loss). stage 2: multi-capacity (decoders attached
+    and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
+    bridge / region encoder / query tables trained). stage 3: decoder-only (everything frozen but
+    the decoders and the super-link query tables).
+    ``init``: a model directory to start from (the previous stage's output); ``None`` builds
+    ``preset`` with random weights. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
+    COCO / LLaVA JSON files (see :mod:`visionllm2.model.training.sources`).
+    """
+
+    stage: int = 2
+    preset: str = "tiny"
+    init: str | None = None
+    output_dir: str = "runs/train"
+    data: list[str] = field(default_factory=lambda: ["shapes"])
+    tasks: dict[str, float] | None = None      # None: the stage's default mix
+    domains: list[str] = field(default_factory=list)
+    image_root: str | None = None              # COCO / LLaVA images, relative paths resolve here
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    backbone_lr_scale: float = 1.0             # LLM, vision, bridge, queries: lr × this (decoders: lr)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    mixed_precision: str = "auto"              # "auto": bf16 on CUDA, none on CPU; or "no" / "bf16" / "fp16"
+    save_every: int = 200
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+    threads: int | None = None                 # CPU threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2, 3):
+            raise ValueError(f"stage: expected 1, 2 or 3, got {self.stage!r}")
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+    @property
+    def task_weights(self) -> dict[str, float]:
+        return dict(self.tasks) if self.tasks is not None else dict(STAGE_TASKS[self.stage])
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"train config: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"train config {path}: not valid JSON ({error})") from error
+        return cls.from_dict(data)

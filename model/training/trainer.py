@@ -1,0 +1,217 @@
+"""The training loop: one stage, on accelerate, resumable to the step.
+
+Runs as a plain process (CPU, one GPU) or under ``accelerate launch`` (DDP, DeepSpeed ZeRO-2,
+FSDP: see ``model/training/accelerate/``). Every ``save_every`` steps the whole state — model,
+optimizer, scheduler, RNG — goes to ``output_dir/checkpoints/step-N`` (accelerate's
+``save_state``); the data position is the step itself (sources are pure functions of it), so a
+resumed run continues exactly where the interrupted one stopped. Each logged step appends one JSON
+line to ``output_dir/log.jsonl``; the finished stage writes a normal model directory to
+``output_dir/model`` (LoRA merged), which the next stage takes as ``init``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..batch import Batch, collate
+from ..data.samples import Sample
+from ..processor import Processor, RegionInput
+from ..visionllm import VisionLLMv2
+from .config import TrainConfig
+from .sources import SampleSource, build_source
+from .stages import merge_lora, prepare_stage
+
+CHECKPOINTS = "checkpoints"
+STATE_NAME = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run did: the last step reached, the logged records, and where the model went."""
+
+    step: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+    model_dir: Path | None = None
+
+
+def samples_to_inputs(processor: Processor, samples: Sequence[Sample], pad_id: int
+                      ) -> tuple[Batch, list[Any], dict[str, list[Any]]]:
+    """Samples → (padded batch, each sample's first image or None, decoder name → per-sample targets)."""
+    chats = []
+    for sample in samples:
+        images = [processor.process_image(image) for image in sample.images]
+        regions = [RegionInput(index, processor.region_mask(mask, images[index].size)) for index, mask in sample.regions]
+        chats.append(processor.build(sample.messages, images, regions))
+    decoders = sorted({name for sample in samples for name in sample.targets})
+    targets = {name: [sample.targets.get(name) for sample in samples] for name in decoders}
+    return collate(chats, pad_id), [s.images[0] if s.images else None for s in samples], targets
+
+
+def build_model(config: TrainConfig) -> VisionLLMv2:
+    """The stage's starting point: ``config.init`` (a model directory) or ``config.preset`` at random."""
+    if config.init:
+        return VisionLLMv2.from_pretrained(config.init, torch_dtype=torch.float32)
+    from ..config import VisionLLMv2Config
+    from ..decoders import build_decoders
+    from ..tokenizer import Tokenizer
+
+    model_config = VisionLLMv2Config.preset(config.preset)
+    return VisionLLMv2.from_config(model_config, build_decoders(model_config), Tokenizer.from_spec(model_config.llm.tokenizer))
+
+
+class Trainer:
+    """One stage of training. ``Trainer(config).train()``; pass ``model`` / ``source`` to override."""
+
+    def __init__(self, config: TrainConfig, model: VisionLLMv2 | None = None, source: SampleSource | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        precision = config.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.accelerator.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal activations make fresh detectors ~60× slower on CPUs
+        set_seed(config.seed)
+        self.model = model if model is not None else build_model(config)
+        self.processor = Processor(self.model.config, self.model.tokenizer)
+        self.source = source or build_source(config.data, self.processor, config.task_weights, config.domains,
+                                             config.seed, config.image_root)
+        groups = prepare_stage(self.model, config)
+        parameters = [
+            {"params": groups["decoders"], "lr": config.learning_rate},
+            {"params": groups["backbone"], "lr": config.learning_rate * config.backbone_lr_scale},
+        ]
+        self.optimizer = torch.optim.AdamW([g for g in parameters if g["params"]], weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(config.warmup_steps, config.steps))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        self.step = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Path]:
+        folder = self.output_dir / CHECKPOINTS
+        found = [p for p in folder.glob("step-*") if (p / STATE_NAME).is_file()] if folder.is_dir() else []
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def save_checkpoint(self) -> Path:
+        path = self.output_dir / CHECKPOINTS / f"step-{self.step}"
+        self.accelerator.save_state(str(path), safe_serialization=False)
+        if self.accelerator.is_main_process:
+            (path / STATE_NAME).write_text(json.dumps({"step": self.step, "config": json.loads(self.config.to_json())}))
+            for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint in ``output_dir``, if there is one."""
+        found = self.checkpoints()
+        if not found:
+            return False
+        self.accelerator.load_state(str(found[-1]))
+        self.step = json.loads((found[-1] / STATE_NAME).read_text())["step"]
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self) -> dict[str, Any]:
+        """One optimiser step on one decoder group's batch; returns the step's record."""
+        config, accelerator = self.config, self.accelerator
+        start = time.perf_counter()
+        samples = self.source.batch(self.step, config.batch_size, accelerator.process_index, accelerator.num_processes)
+        model = accelerator.unwrap_model(self.model)
+        batch, images, targets = samples_to_inputs(self.processor, samples, model.tokenizer.pad_id)
+        self.model.train()
+        with accelerator.autocast():
+            output = self.model(batch.to(accelerator.device), images, targets)
+        accelerator.backward(output.loss)
+        norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        group = samples[0].decoder or "lm"
+        record: dict[str, Any] = {
+            "step": self.step, "group": group, "tasks": sorted({s.task for s in samples}),
+            "loss": output.loss.item(), "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
+            "samples_per_s": len(samples) / (time.perf_counter() - start),
+        }
+        if output.lm_loss is not None:
+            record["lm"] = output.lm_loss.item()
+        for name, decoded in output.decoder_outputs.items():
+            if decoded.loss is not None:
+                record[name] = decoded.loss.item()
+        return record
+
+    def train(self, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+        """Run to ``config.steps`` (or stop early at ``stop_at``, as an interruption would)."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        config = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            (self.output_dir / "train_config.json").write_text(config.to_json())
+        self.resume()
+        last = min(config.steps, stop_at if stop_at is not None else config.steps)
+        records: list[dict[str, Any]] = []
+        running: dict[str, float] = defaultdict(float)
+        show = progress and self.accelerator.is_main_process
+        with Progress(TextColumn("stage {task.fields[stage]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), TextColumn("{task.description}"), disable=not show) as bar, \
+                (self.output_dir / "log.jsonl").open("a") as log:
+            task = bar.add_task("", total=config.steps, completed=self.step, stage=config.stage)
+            while self.step < last:
+                record = self.train_step()
+                running[record["group"]] = 0.9 * running[record["group"]] + 0.1 * record["loss"] if running[record["group"]] else record["loss"]
+                if self.step % config.log_every == 0 or self.step == last:
+                    records.append(record)
+                    if self.accelerator.is_main_process:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                bar.update(task, completed=self.step, description="  ".join(f"{g} {v:.3f}" for g, v in sorted(running.items())))
+                if self.step % config.save_every == 0 and self.step < config.steps:
+                    self.save_checkpoint()
+        result = TrainResult(self.step, records)
+        if self.step >= config.steps:
+            result.model_dir = self.finish()
+        elif self.step % config.save_every:
+            self.save_checkpoint()
+        return result
+
+    def finish(self) -> Path:
+        """Merge LoRA and write ``output_dir/model``: a normal model directory, the next stage's ``init``."""
+        self.accelerator.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.model)
+        merge_lora(model)
+        model.requires_grad_(True)
+        target = self.output_dir / "model"
+        if self.accelerator.is_main_process:
+            model.eval().save_pretrained(str(target))
+        return target
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run one stage as configured; see :class:`Trainer`."""
+    return Trainer(config).train(progress=progress)

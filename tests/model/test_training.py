@@ -1,0 +1,83 @@
+"""The training stack on the tiny preset: every stage trains, resumes exactly, and hands over."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from visionllm2.model.config import VisionLLMv2Config
+from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.model.processor import Processor
+from visionllm2.model.tokenizer import Tokenizer
+from visionllm2.model.training import TrainConfig, Trainer
+from visionllm2.model.training.sources import ListSource
+from visionllm2.model.training.stages import has_lora
+from visionllm2.model.visionllm import VisionLLMv2
+
+
+def fixed_source(tasks: dict[str, float], count: int = 4) -> ListSource:
+    config = VisionLLMv2Config.preset("tiny")
+    world = ShapesWorld(Processor(config, Tokenizer.builtin()), tasks=tasks)
+    return ListSource([world.sample(i) for i in range(count)])
+
+
+def run(tmp_path, stage: int, steps: int, source=None, init=None, **options):
+    config = TrainConfig(stage=stage, preset="tiny", init=init, output_dir=str(tmp_path / f"stage{stage}"), steps=steps,
+                         batch_size=4, log_every=1, save_every=options.pop("save_every", 100), warmup_steps=1,
+                         learning_rate=options.pop("learning_rate", 3e-3), **options)
+    return Trainer(config, source=source).train(progress=False)
+
+
+def test_three_stages_train_and_hand_over(tmp_path):
+    torch.manual_seed(0)
+    chat = run(tmp_path, 1, 8, fixed_source({"chat": 1.0}))
+    lm = [r["lm"] for r in chat.records]
+    assert all(np.isfinite(lm)) and np.mean(lm[-2:]) < np.mean(lm[:2])
+    detect = run(tmp_path, 2, 8, fixed_source({"detect": 1.0}), init=str(chat.model_dir))
+    gdino = [r["gdino"] for r in detect.records]
+    assert all(np.isfinite(gdino)) and np.mean(gdino[-2:]) < np.mean(gdino[:2])
+    decoder_only = run(tmp_path, 3, 4, fixed_source({"pose": 1.0}), init=str(detect.model_dir))
+    assert all(np.isfinite(r["unipose"]) for r in decoder_only.records)
+    # Each stage wrote a plain model directory (LoRA merged) that loads strictly and is the next's init.
+    model = VisionLLMv2.from_pretrained(str(decoder_only.model_dir))
+    assert not has_lora(model)
+    log = [json.loads(line) for line in (tmp_path / "stage2" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9)) and all(r["group"] == "gdino" for r in log)
+
+
+def test_stage_three_moves_only_decoders_and_query_tables(tmp_path):
+    torch.manual_seed(0)
+    first = run(tmp_path, 1, 1, fixed_source({"chat": 1.0}))
+    before = VisionLLMv2.from_pretrained(str(first.model_dir)).state_dict()
+    after = VisionLLMv2.from_pretrained(str(run(tmp_path, 3, 3, fixed_source({"detect": 1.0}), init=str(first.model_dir)).model_dir)).state_dict()
+    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"gdino", "emb_embeddings_det"}
+
+
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    source = fixed_source({"detect": 1.0, "interactive": 1.0})
+    torch.manual_seed(0)
+    straight = run(tmp_path / "a", 2, 6, source, save_every=3)
+    torch.manual_seed(1)  # a different process state: the checkpoint must restore everything
+    config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "b" / "stage2"), steps=6, batch_size=4,
+                         log_every=1, save_every=3, warmup_steps=1, learning_rate=3e-3)
+    partial = Trainer(config, source=source).train(stop_at=4, progress=False)
+    assert partial.step == 4 and partial.model_dir is None
+    torch.manual_seed(2)
+    resumed = Trainer(config, source=source).train(progress=False)
+    assert resumed.step == 6
+    a = VisionLLMv2.from_pretrained(str(straight.model_dir)).state_dict()
+    b = VisionLLMv2.from_pretrained(str(resumed.model_dir)).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_training_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig(stage=4)
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"stage": 1, "learning_rat": 1e-3})
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
