@@ -130,9 +130,15 @@ def coverage(size: int | tuple[int, int], primitives: Sequence[Primitive]) -> np
 
 def composite(canvas: np.ndarray, alpha: np.ndarray, colour: Sequence[float] | np.ndarray) -> None:
     """Paint ``colour`` (RGB, or an ``(H, W, 3)`` texture) over the float canvas ``(H, W, 3)`` in place."""
-    a = alpha[..., None]
-    canvas *= 1 - a
-    canvas += a * np.asarray(colour, np.float32)
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    if not len(rows):
+        return
+    # Only the window the paint touches: most objects are small on a large picture.
+    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    paint = np.asarray(colour, np.float32)
+    a = alpha[window][..., None]
+    canvas[window] *= 1 - a
+    canvas[window] += a * (paint[window] if paint.ndim == 3 else paint)
 
 
 def _direction(angle: float, mirror: float) -> np.ndarray:
