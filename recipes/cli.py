@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -148,6 +149,97 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the demo's files
     from visionllm2.recipes.demo import run_demo
 
     run_demo(out, console)
+
+
+_ALL_TASKS = "detect,segment,ground,interactive,pose,chat,generate,edit"
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    """``"detect=1.5,chat=1"`` → ``{"detect": 1.5, "chat": 1.0}``."""
+    weights = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value) if value else 1.0
+        except ValueError as error:
+            raise typer.BadParameter(f"--tasks: expected name=weight pairs, got {item!r}") from error
+    return weights
+
+
+@app.command()
+def train(
+    stage: Annotated[int, typer.Option(help="1 chat, 2 multi-capacity (LoRA + decoders), 3 decoders only.")] = 2,
+    preset: Annotated[str, typer.Option(help="Model size to start from when --init is not given.")] = "tiny",
+    config: Annotated[Path | None, typer.Option(help="A TrainConfig JSON file; the options below override it.")] = None,
+    init: Annotated[str | None, typer.Option(help="Start from this model directory (the previous stage's OUT/model).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory: checkpoints, log.jsonl, model/.")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="'shapes', or COCO / LLaVA JSON files (repeat the option).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Task weights, e.g. 'detect=1.5,ground=1,chat=1'.")] = None,
+    domains: Annotated[str | None, typer.Option(help="ShapesWorld domain packs to mix in, comma-separated.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step (per process).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of the decoders (the rest: × backbone scale).")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model, the data order and the noise.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+) -> None:
+    """Train one stage (runs as is, or under `accelerate launch`); resumes from OUT's newest checkpoint."""
+    from visionllm2.model.training import TrainConfig, Trainer
+
+    values: dict = {}
+    if config is not None:
+        values.update(json.loads(config.read_text()))
+    overrides = {"stage": stage, "preset": preset, "init": init, "output_dir": out, "data": data,
+                 "tasks": _parse_weights(tasks) if tasks else None,
+                 "domains": [d.strip() for d in domains.split(",")] if domains else None, "steps": steps,
+                 "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        run = Trainer(TrainConfig.from_dict(values))
+    except (ValueError, OSError) as error:
+        console.print(f"[red]train: {error}[/red]")
+        raise typer.Exit(2) from error
+    result = run.train()
+    if result.model_dir is not None:
+        console.print(f"stage {run.config.stage} done at step {result.step}: [bold]{result.model_dir}[/bold]")
+
+
+@app.command("eval")
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="A model directory or a preset name.")] = "shapes",
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks to score.")] = _ALL_TASKS,
+    count: Annotated[int, typer.Option(help="Held-out samples per task.")] = 50,
+    domains: Annotated[str, typer.Option(help="Domain packs mixed into the scenes, comma-separated.")] = "",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+) -> None:
+    """Score a model on held-out ShapesWorld through the Session and print one table."""
+    from visionllm2.recipes.evaluate import HEADLINE, evaluate
+    from visionllm2.sdk import Session, VisionLLMError
+
+    try:
+        session = Session.from_pretrained(model)
+        with console.status("evaluating") as status:
+            result = evaluate(session, [t.strip() for t in tasks.split(",") if t.strip()], count,
+                              [d.strip() for d in domains.split(",") if d.strip()],
+                              progress=lambda task: status.update(f"evaluating {task}"))
+    except VisionLLMError as error:
+        console.print(f"[red]eval: {error}[/red]")
+        raise typer.Exit(2) from error
+    table = Table(title=f"held-out ShapesWorld: {model}")
+    for column in ("task", "metric", "value", "target", "samples", "seconds"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for task, metrics in result.metrics.items():
+        name, target = HEADLINE[task]
+        value = metrics[name]
+        colour = "green" if value >= target else "yellow"
+        table.add_row(task, name, f"[{colour}]{value:.3f}[/{colour}]", f"{target:.2f}", str(result.counts[task]),
+                      f"{result.seconds[task]:.1f}")
+    for task, reason in result.skipped.items():
+        table.add_row(task, "-", "skipped", "", "", reason)
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps({"metrics": result.metrics, "counts": result.counts, "skipped": result.skipped},
+                                       indent=2))
 
 
 def main() -> None:

@@ -1,0 +1,184 @@
+"""``visionllm2 eval``: score a model on held-out ShapesWorld through the Session, route by route.
+
+Every number comes from the same calls a user makes (``session.detect``, ``segment``, ``ground``,
+``pose``, ``ask``, ``generate``, ``edit``), one fresh conversation per sample, so it measures the
+product, not a training shortcut:
+
+- detection / segmentation: COCO bbox and mask AP (pycocotools) over the asked classes;
+- grounding: accuracy of the returned box at IoU ≥ 0.5;
+- interactive segmentation: mean mask IoU of the answer to each visual prompt;
+- pose: COCO keypoint AP (OKS) per figure kind;
+- VQA: exact match of the normalised answer;
+- generation / editing: a classical checker of the asked colour, shape and place.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from visionllm2.model.data.checker import check_picture
+from visionllm2.model.data.samples import Sample
+from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.model.decoders.detection_eval import CocoEvaluator
+from visionllm2.model.decoders.pose_eval import PoseEvaluator
+from visionllm2.sdk import Mask, Session
+
+ROUTE_TASKS = ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit")
+#: The metric each task reports in the summary table, and the target the shipped model aims at.
+HEADLINE: dict[str, tuple[str, float]] = {
+    "detect": ("bbox_AP50", 0.90), "segment": ("segm_AP50", 0.80), "ground": ("accuracy@0.5", 0.90),
+    "interactive": ("mIoU", 0.75), "pose": ("keypoints_AP50", 0.80), "chat": ("exact_match", 0.90),
+    "generate": ("checker_accuracy", 0.80), "edit": ("checker_accuracy", 0.80),
+}
+
+
+@dataclass
+class Evaluation:
+    """Metrics per task (``{"detect": {"bbox_AP50": …}, …}``), samples scored, seconds spent."""
+
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, float]:
+        return {task: self.metrics[task][HEADLINE[task][0]] for task in self.metrics}
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, no punctuation or routing tokens, single spaces: "Two." → "two"."""
+    text = re.sub(r"\[[A-Z0-9]+\]", " ", text.lower())
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text).split())
+
+
+def _detect(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
+    evaluator = CocoEvaluator(("bbox",) if task == "detect" else ("bbox", "segm"))
+    for sample in samples:
+        session.reset()
+        asked, truth = sample.meta["asked"], sample.targets["gdino"]
+        labels = [asked[i] for i in truth.labels.tolist()]
+        image = sample.images[0]
+        if task == "detect":
+            boxes = session.detect(asked, image=image).boxes
+            evaluator.add(image.size, truth.boxes, labels, boxes.xyxy, boxes.scores, boxes.labels)
+        else:
+            masks = session.segment(asked, image=image).masks
+            evaluator.add(image.size, truth.boxes, labels, masks.boxes, masks.scores, masks.labels, truth.masks, masks.masks)
+    return evaluator.compute()
+
+
+def _ground(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+    hits = []
+    for sample in samples:
+        session.reset()
+        boxes = session.ground(sample.meta["expression"], image=sample.images[0]).boxes
+        hits.append(len(boxes) > 0 and box_iou(boxes.xyxy[0], sample.meta["box"]) >= 0.5)
+    return {"accuracy@0.5": float(np.mean(hits))}
+
+
+def _interactive(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+    ious = []
+    for sample in samples:
+        session.reset()
+        truth = sample.targets["gdino"].masks
+        masks = session.segment(prompts=[Mask(m) for _, m in sample.regions], image=sample.images[0]).masks
+        for index in range(len(truth)):
+            ious.append(mask_iou(masks.masks[index], truth[index]) if index < len(masks) else 0.0)
+    return {"mIoU": float(np.mean(ious))}
+
+
+def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+    by_kind: dict[str, PoseEvaluator] = {}
+    for sample in samples:
+        session.reset()
+        kind, names, truth = sample.meta["kind"], sample.meta["keypoint_names"], sample.targets["unipose"]
+        evaluator = by_kind.setdefault(kind, PoseEvaluator(names))
+        poses = session.pose([kind], keypoints=names, image=sample.images[0]).poses
+        evaluator.add(sample.images[0].size, truth.boxes, truth.keypoints, [kind] * len(truth.boxes),
+                      poses.boxes, poses.keypoints, poses.scores, [kind] * len(poses))
+    per_kind = {kind: evaluator.compute() for kind, evaluator in by_kind.items()}
+    metrics = {f"{kind}_AP50": values["keypoints_AP50"] for kind, values in per_kind.items()}
+    metrics["keypoints_AP50"] = float(np.mean([v["keypoints_AP50"] for v in per_kind.values()]))
+    metrics["keypoints_AP"] = float(np.mean([v["keypoints_AP"] for v in per_kind.values()]))
+    return metrics
+
+
+def _chat(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+    hits = []
+    for sample in samples:
+        session.reset()
+        turns = [m for m in sample.messages if m.role == "user"]
+        question = next(s for s in turns[-1].segments if isinstance(s, str) and s.strip())
+        answer = session.ask(question, image=sample.images[0], max_new_tokens=8).text
+        hits.append(normalise_answer(answer) == normalise_answer(sample.meta["answer"]))
+    return {"exact_match": float(np.mean(hits))}
+
+
+def _pictures(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
+    checks = defaultdict(list)
+    for index, sample in enumerate(samples):
+        session.reset()
+        meta = sample.meta
+        turn = (session.generate(meta["caption"], seed=index) if task == "generate"
+                else session.edit(meta["caption"], image=sample.images[0], seed=index))
+        for name, ok in check_picture(turn.images.images[0], meta["colour"], meta["kind"], meta["place"]).items():
+            checks[name].append(ok)
+    metrics = {f"{name}_accuracy": float(np.mean(values)) for name, values in checks.items()}
+    metrics["checker_accuracy"] = float(np.mean(checks["all"]))
+    return metrics
+
+
+SCORERS: dict[str, Callable[[Session, Sequence[Sample]], dict[str, float]]] = {
+    "detect": lambda s, x: _detect(s, x, "detect"), "segment": lambda s, x: _detect(s, x, "segment"),
+    "ground": _ground, "interactive": _interactive, "pose": _pose, "chat": _chat,
+    "generate": lambda s, x: _pictures(s, x, "generate"), "edit": lambda s, x: _pictures(s, x, "edit"),
+}
+_DECODER_OF_TASK = {"detect": "gdino", "segment": "gdino", "ground": "gdino", "interactive": "gdino",
+                    "pose": "unipose", "generate": "sd", "edit": "ip2p"}
+
+
+def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 50, domains: Sequence[str] = (),
+             progress: Callable[[str], None] | None = None) -> Evaluation:
+    """Score ``count`` held-out ShapesWorld samples per task; tasks the model has no decoder for are skipped."""
+    unknown = sorted(set(tasks) - set(SCORERS))
+    if unknown:
+        from visionllm2.sdk import UnknownTaskError
+
+        raise UnknownTaskError(f"eval tasks: unknown {unknown}; expected some of {list(SCORERS)}")
+    world = ShapesWorld(session.processor, "heldout", domains=tuple(domains))
+    result = Evaluation()
+    loaded = set(session.model.decoders())
+    for task in tasks:
+        decoder = _DECODER_OF_TASK.get(task)
+        if decoder is not None and decoder not in loaded:
+            result.skipped[task] = f"the model has no {decoder} decoder"
+            continue
+        if progress:
+            progress(task)
+        samples = [world.sample(i, task) for i in range(count)]
+        samples = [s for s in samples if s.task == task]  # grounding falls back to detection when ambiguous
+        start = time.perf_counter()
+        result.metrics[task] = SCORERS[task](session, samples)
+        result.counts[task] = len(samples)
+        result.seconds[task] = time.perf_counter() - start
+    session.reset()
+    return result
