@@ -32,6 +32,10 @@ class UnknownTaskError(InvalidInputError):
     """A task, route or preset name that this package does not know."""
 
 
+class DatasetError(InvalidInputError):
+    """A dataset file is missing or malformed, or names an image file that is not there."""
+
+
 class CheckpointError(VisionLLMError):
     """A checkpoint is malformed: missing or unexpected keys, wrong shapes, or a bad config."""
 
