@@ -249,7 +249,7 @@ def _figure(rng: np.random.Generator, kind: str, size: int
     extent = high - low
     height = rng.uniform(0.35, 0.85) * size if kind == "person" else rng.uniform(0.25, 0.55) * size
     scale = min(height / extent[1], 0.9 * size / extent[0])
-    scaled = {k: max(v * scale, 1.0 if k == "limb" else 0.0) for k, v in sizes.items()}
+    scaled = {k: v * scale for k, v in sizes.items()}
     scaled["limb"] = max(scaled["limb"], size / 64)  # strokes stay at least 2 pixels wide at 128²
     margin = max(0.0, scaled["limb"] / 2 - reach * scale)  # a widened stroke may reach a bit further
     return (points - low) * scale + margin, scaled, extent * scale + 2 * margin, far
