@@ -25,6 +25,25 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
 
+#: Models trained by this project and shipped inside the package: preset name → folder.
+SHIPPED_MODELS_DIR = Path(__file__).with_name("weights")
+SHIPPED_MODELS = ("shapes",)
+
+
+def shipped_model_dir(name: str) -> Path | None:
+    """The folder of a shipped model (``"shapes"``), ``None`` for any other name.
+
+    A shipped name whose weights are missing (a broken install) is an error, not random weights.
+    """
+    if name not in SHIPPED_MODELS:
+        return None
+    folder = SHIPPED_MODELS_DIR / name
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"the shipped {name!r} model is missing from {folder}; reinstall visionllm2 "
+                              "(the weights are package data)")
+    return folder
+
+
 def alias_keys(module: torch.nn.Module) -> dict[str, str]:
     """State-dict keys whose tensor is the same object as an earlier key's: alias → kept key."""
     seen: dict[int, str] = {}

@@ -168,8 +168,8 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 @app.command()
 def train(
-    stage: Annotated[int, typer.Option(help="1 chat, 2 multi-capacity (LoRA + decoders), 3 decoders only.")] = 2,
-    preset: Annotated[str, typer.Option(help="Model size to start from when --init is not given.")] = "tiny",
+    stage: Annotated[int | None, typer.Option(help="1 chat, 2 multi-capacity (LoRA + decoders), 3 decoders only.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Model size to start from when --init is not given.")] = None,
     config: Annotated[Path | None, typer.Option(help="A TrainConfig JSON file; the options below override it.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this model directory (the previous stage's OUT/model).")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory: checkpoints, log.jsonl, model/.")] = None,

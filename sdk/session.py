@@ -89,7 +89,8 @@ class Session:
     @classmethod
     def from_pretrained(cls, path_or_preset: str, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, device_map: Any = None, **options: Any) -> Session:
-        """A local model directory, or a preset name (``tiny``: random weights, for trying the API).
+        """A local model directory, or a preset name: ``shapes`` (the model trained on ShapesWorld and
+        shipped inside the package, offline), ``tiny`` (random weights, for trying the API).
 
         Device: CUDA when present, else CPU. Dtype: bfloat16 on CUDA, float32 on CPU. ``device_map``
         ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate.
@@ -103,6 +104,11 @@ class Session:
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        from visionllm2.model.checkpoint import shipped_model_dir
+
+        shipped = shipped_model_dir(path_or_preset)
+        if shipped is not None:
+            path_or_preset = str(shipped)
         if Path(path_or_preset).is_dir():
             model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=None if device_map else device,
                                                 device_map=device_map)

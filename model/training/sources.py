@@ -98,7 +98,7 @@ def build_source(data: Sequence[str], processor: Processor, tasks: Mapping[str, 
             annotations = content["annotations"]
             task = ("pose" if any("keypoints" in a for a in annotations)
                     else "segment" if any(a.get("segmentation") for a in annotations) else "detect")
-            samples += load_coco_samples(path, root, processor, task=task, seed=seed)
+            samples += load_coco_samples(path, root, task=task, seed=seed, processor=processor)
         else:
             samples += load_llava_samples(path, root)
     return ListSource(samples, seed)
