@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from visionllm2.sdk.errors import InvalidInputError
 
@@ -21,10 +21,12 @@ class Budget:
             :class:`BudgetExceededError`.
         max_seconds: wall-clock seconds from the start of the run. Checked before every model
             call and every step; a step already running is not interrupted.
+        clock: seconds from any origin (``time.monotonic``; tests pass a fake one).
     """
 
     max_steps: int = 16
     max_seconds: float = 600.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -32,18 +34,18 @@ class Budget:
         if not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0 and not math.isnan(self.max_seconds)):
             raise InvalidInputError(f"Budget.max_seconds: expected a positive number, got {self.max_seconds!r}")
 
-    def start(self, clock: Callable[[], float] = time.monotonic) -> Meter:
+    def start(self) -> Meter:
         """A fresh meter counting from now."""
-        return Meter(self, clock)
+        return Meter(self)
 
 
 class Meter:
     """A running budget: ``take_step`` before each step, ``check_time`` before each model call."""
 
-    def __init__(self, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, budget: Budget) -> None:
         self.budget = budget
-        self.clock = clock
-        self.started = clock()
+        self.clock = budget.clock
+        self.started = self.clock()
         self.steps = 0
 
     @property
