@@ -65,7 +65,8 @@ class _Spec:
     run: Callable[[Any], tuple[str, Any]]
     description: str
     outputs: tuple[str, ...]
-    route: str | None = None
+    route: str | None = None  # the decoder route the tool needs; None: any model serves it
+    files: bool = False       # reads or writes files: offered only when directories are allowed
 
 
 class VisionToolkit:
@@ -99,7 +100,7 @@ class VisionToolkit:
         routes = set(session.model.decoder_of_route)
         self._tools = [self._tool(spec) for spec in self._specs()
                        if (spec.route is None or spec.route in routes)
-                       and (spec.outputs[0] not in ("image", "path") or self.paths.roots)]
+                       and (not spec.files or self.paths.roots)]
         names = [t.name for t in self._tools]
         for tool in extra_tools:
             if not isinstance(tool, BaseTool):
@@ -186,10 +187,11 @@ class VisionToolkit:
                 "Ask the vision model a free question about an image, or to describe it. Returns its answer."),
                 ("text",)),
             _Spec("load_image", S.LoadImageArgs, self._load_image, (
-                "Load an image file from the allowed directories. Returns its image id ('image<N>')."), ("image",)),
+                "Load an image file from the allowed directories. Returns its image id ('image<N>')."), ("image",),
+                files=True),
             _Spec("save_result", S.SaveResultArgs, self._save_result, (
                 "Save a result or image to a file in the allowed directories: .png/.jpg draws it, .json keeps it "
-                "losslessly."), ("path",)),
+                "losslessly."), ("path",), files=True),
         ]
 
     # ------------------------------------------------------------------ ids → session inputs
@@ -220,15 +222,17 @@ class VisionToolkit:
     def _record(self, turn: Turn, tool: str, args: S.ToolArgs, inputs: list[str],
                 replaced: Result | None = None) -> list[str]:
         for ref in inputs:  # an images result looked at for the first time became a session image
-            if RESULT_ID.match(ref) and ref.endswith(".images") and ref not in self._image_of and turn.image_id:
+            match = RESULT_ID.match(ref)
+            if match and match.group(2) == "images" and ref not in self._image_of and turn.image_id:
                 self._image_of[ref] = turn.image_id
                 self.registry.add_image(turn.image_id, "image_of", {"result_id": ref}, [ref])
         return self.registry.add_turn(turn, tool, args.model_dump(exclude_none=True), inputs, replaced)
 
-    def _answer(self, turn: Turn, ids: list[str], main: str) -> tuple[str, Result]:
+    def _answer(self, turn: Turn, ids: list[str], main: str) -> tuple[str, Result | None]:
+        """The summary of every result of ``turn``, and its result of kind ``main`` as the artifact."""
         results = {rid: self.registry.result(rid) for rid in ids}
         lines = [summarise(rid, result, turn.image_id) for rid, result in results.items()]
-        return "\n".join(lines), results[next(i for i in ids if i.endswith("." + main))]
+        return "\n".join(lines) or f"turn{turn.index}: no {main}", results.get(f"turn{turn.index}.{main}")
 
     def _regions(self, refs: Sequence[str]) -> tuple[list[Any], list[float], str | None]:
         """Single-item results to use as visual prompts, their scores, and the image they were found on."""
