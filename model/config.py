@@ -286,6 +286,29 @@ class GenerationConfig:
         return cls(unet=UNetConfig(in_channels=8), condition_dropout=0.05, train_unet=True)
 
     @classmethod
+    def shapes(cls, edit: bool = False) -> GenerationConfig:
+        """ShapesWorld's pictures: 32² pixel space, a 4 M-parameter UNet with cross-attention only at
+        8² and 4², a 2-layer text encoder on the shipped vocabulary. The UNet and text encoder are
+        pre-trained on captions in stage 0 and frozen after (``train_unet`` False); guidance is low."""
+        return cls(
+            cross_attention_dim=128, mapper_queries=16, guidance_scale=1.5, mapper_heads=4, mapper_ffn_dim=256,
+            unet=UNetConfig(
+                in_channels=6 if edit else 3, out_channels=3, sample_size=32, block_out_channels=(32, 64, 96, 96),
+                down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+                layers_per_block=1, attention_head_dim=4, norm_num_groups=8,
+            ),
+            vae=None,
+            text_encoder=TextEncoderConfig(
+                vocab_size=builtin_vocab_size(), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                tokenizer="builtin:words",
+            ),
+            image_size=32, beta_schedule="squaredcos_cap_v2", num_inference_steps=20,
+            condition_dropout=0.05 if edit else 0.1, caption_loss_weight=1.0, train_unet=False,
+        )
+
+    @classmethod
     def tiny(cls, edit: bool = False, latent: bool = False) -> GenerationConfig:
         """A few hundred thousand parameters, 16² pixel-space images (32² through a tiny VAE with ``latent``).
 
@@ -421,6 +444,8 @@ def _shapes() -> VisionLLMv2Config:
         link=LinkConfig(gen_queries=8, edit_queries=8),
         detection=DetectionConfig.tiny(),
         pose=PoseConfig.tiny(),
+        generation=GenerationConfig.shapes(),
+        editing=GenerationConfig.shapes(edit=True),
     )
 
 

@@ -114,7 +114,7 @@ def _asked_classes(scene: Scene, rng: np.random.Generator, world: ShapesWorld) -
     domain = next((d for d, classes in packs.items() if set(present) & set(classes)), None)
     vocabulary = packs[domain] if domain else [f"{c} {s}" for c in COLOURS for s in SHAPES]
     absent = [name for name in vocabulary if name not in present]
-    extra = rng.permutation(absent)[: int(rng.integers(0, 3))].tolist() if absent else []
+    extra = rng.permutation(absent)[: int(rng.integers(0 if present else 1, 3))].tolist() if absent else []
     asked = rng.permutation(present + extra).tolist()
     return asked[:5] if len(asked) > 5 else asked
 
@@ -234,6 +234,8 @@ def prompt_mask(obj: ShapeObject, kind: str, rng: np.random.Generator) -> np.nda
 
 def _interactive(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
     scene = world.scene(seed, rng)
+    if not scene.objects:  # a flawless part: nothing to point at, use a shapes scene
+        scene = render_scene(seed, size=world.image_size)
     picked = [scene.objects[i] for i in rng.permutation(len(scene.objects))[: int(rng.integers(1, 3))]]
     kind = PROMPT_KINDS[int(rng.integers(len(PROMPT_KINDS)))]
     names = [f"region{i}" for i in range(1, len(picked) + 1)]

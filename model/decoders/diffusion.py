@@ -186,7 +186,28 @@ class DiffusionDecoder(TaskDecoder):
         rows = link.sample_index.tolist()
         items = [self._target(targets, images, row) for row in rows]
         embeds = self.prompt_embeds(link.states)  # (G, Q, d)
-        count, device = embeds.shape[0], embeds.device
+        losses = {"diffusion": self.denoising_loss(embeds, items)}
+        captioned = [g for g, item in enumerate(items) if item.caption]
+        if captioned:
+            reference = self.encode_captions([items[g].caption for g in captioned])  # (C, Q, d)
+            losses["caption"] = F.mse_loss(embeds[captioned].float(), reference.float())
+        total = losses["diffusion"] + self.config.caption_loss_weight * losses.get("caption", 0.0)
+        return DecoderOutput(loss=total, losses=losses)
+
+    def pretraining_loss(self, targets: Sequence[DiffusionTarget], images: Sequence[ImageLike] | None = None) -> DecoderOutput:
+        """Stage 0: the denoiser learns captions → pictures conditioned on its own text encoder (both
+        trained), without the LLM. It stands in for SD 1.5's released weights when a small model is
+        trained from scratch; the link then learns to speak to it (DESIGN §7's two-step recipe)."""
+        items = [self._target(targets, images, row) for row in range(len(targets))]
+        tokenizer = self.caption_tokenizer
+        ids = tokenizer([item.caption or "" for item in items]).to(self.sd_text_encoder.device)  # (G, Q)
+        condition = self.sd_text_encoder(input_ids=ids).last_hidden_state  # (G, Q, d), with gradients
+        return DecoderOutput(loss=self.denoising_loss(condition, items, trainable_null=True))
+
+    def denoising_loss(self, condition: torch.Tensor, items: Sequence[DiffusionTarget],
+                       trainable_null: bool = False) -> torch.Tensor:
+        """ε-prediction MSE of the UNet given ``condition`` ``(G, Q, d)``, with condition dropout."""
+        count, device = condition.shape[0], condition.device
         side = self.config.image_size
         with torch.no_grad():
             pixels = to_pixels([item.image for item in items], (side, side)).to(device, self.sd_vae.dtype)
@@ -195,18 +216,14 @@ class DiffusionDecoder(TaskDecoder):
         timesteps = torch.randint(0, self.config.num_train_timesteps, (count,), device=device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         drop_text, drop_image = self.condition_dropout(count, device)  # (G,) bools
-        condition = embeds
         if bool(drop_text.any()):
-            condition = torch.where(drop_text[:, None, None], self.null_embeds().to(embeds.dtype), embeds)
+            null_ids = self.caption_tokenizer.null_ids().to(self.sd_text_encoder.device)
+            null = (self.sd_text_encoder(input_ids=null_ids).last_hidden_state if trainable_null
+                    else self.null_embeds())  # (1, Q, d)
+            condition = torch.where(drop_text[:, None, None], null.to(condition.dtype), condition)
         unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
         prediction = self.sd_unet(unet_input, timesteps, encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
-        losses = {"diffusion": F.mse_loss(prediction.float(), noise.float())}
-        captioned = [g for g, item in enumerate(items) if item.caption]
-        if captioned:
-            reference = self.encode_captions([items[g].caption for g in captioned])  # (C, Q, d)
-            losses["caption"] = F.mse_loss(embeds[captioned].float(), reference.float())
-        total = losses["diffusion"] + self.config.caption_loss_weight * losses.get("caption", 0.0)
-        return DecoderOutput(loss=total, losses=losses)
+        return F.mse_loss(prediction.float(), noise.float())
 
     def condition_dropout(self, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Which samples train unconditionally: (drop text ``(G,)``, drop image ``(G,)``)."""

@@ -13,25 +13,31 @@ from ..data.tasks import DEFAULT_TASKS
 #: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 #: What each stage trains on by default (task → weight); stage 2 and 3 see every route.
-STAGE_TASKS: dict[int, dict[str, float]] = {1: {"chat": 1.0}, 2: dict(DEFAULT_TASKS), 3: dict(DEFAULT_TASKS)}
+STAGE_TASKS: dict[int, dict[str, float]] = {
+    0: {"generate": 1.0, "edit": 1.0}, 1: {"chat": 1.0}, 2: dict(DEFAULT_TASKS), 3: dict(DEFAULT_TASKS),
+}
 
 
 @dataclass
 class TrainConfig:
     """One stage of training.
 
+    stage 0 (only for models trained from scratch): the generation decoders' UNets and text encoders
+    learn captions → pictures without the LLM, standing in for SD 1.5's released weights.
     stage 1: chat (vision tower, bridge, LLM; LM loss). stage 2: multi-capacity (decoders attached
     and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
     bridge / region encoder / query tables trained). stage 3: decoder-only (everything frozen but
     the decoders and the super-link query tables).
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
-    ``preset`` with random weights. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
+    ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
+    lacks (say stage 0's generation decoders) are added with their weights. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
     COCO / LLaVA JSON files (see :mod:`visionllm2.model.training.sources`).
     """
 
     stage: int = 2
     preset: str = "tiny"
     init: str | None = None
+    attach: str | None = None
     output_dir: str = "runs/train"
     data: list[str] = field(default_factory=lambda: ["shapes"])
     tasks: dict[str, float] | None = None      # None: the stage's default mix
@@ -55,8 +61,8 @@ class TrainConfig:
     threads: int | None = None                 # CPU threads (None: torch's default)
 
     def __post_init__(self) -> None:
-        if self.stage not in (1, 2, 3):
-            raise ValueError(f"stage: expected 1, 2 or 3, got {self.stage!r}")
+        if self.stage not in (0, 1, 2, 3):
+            raise ValueError(f"stage: expected 0, 1, 2 or 3, got {self.stage!r}")
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")

@@ -24,6 +24,11 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
     model.requires_grad_(False)
     decoders = list(model.decoders().values())
     tables = [getattr(model, name) for name in QUERY_TABLES if hasattr(model, name)]
+    if config.stage == 0:  # the denoisers alone: UNet + text encoder of each generation decoder
+        pretrained = [part for d in decoders if hasattr(d, "pretraining_loss") for part in (d.sd_unet, d.sd_text_encoder)]
+        for module in pretrained:
+            module.requires_grad_(True)
+        return {"decoders": [p for m in pretrained for p in m.parameters()], "backbone": []}
     if config.stage == 1:
         backbone = [model.vis_encoder, model.vl_bridge, model.llm]
         trained_decoders: list[nn.Module] = []
@@ -45,6 +50,23 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
     trainable = [p for p in model.parameters() if p.requires_grad]
     return {"decoders": [p for p in trainable if id(p) in decoder_ids],
             "backbone": [p for p in trainable if id(p) not in decoder_ids]}
+
+
+def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2) -> VisionLLMv2:
+    """``model`` with the decoders only ``donor`` has (config and weights), e.g. stage 0's denoisers."""
+    import dataclasses
+
+    fields = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
+    added = [name for name in donor.decoders() if name not in model.decoders()]
+    config = dataclasses.replace(model.config, **{fields[n]: getattr(donor.config, fields[n]) for n in added})
+    from ..decoders import build_decoders
+
+    merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
+    state = model.state_dict()
+    donor_state = donor.state_dict()
+    state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in added})
+    merged.load_state_dict(state, strict=True)
+    return merged
 
 
 def add_lora(model: VisionLLMv2, config: TrainConfig) -> None:

@@ -26,7 +26,7 @@ import torch
 from ..batch import Batch, collate
 from ..data.samples import Sample
 from ..processor import Processor, RegionInput
-from ..visionllm import VisionLLMv2
+from ..visionllm import VisionLLMv2, VisionLLMv2Output
 from .config import TrainConfig
 from .sources import SampleSource, build_source
 from .stages import merge_lora, prepare_stage
@@ -60,7 +60,12 @@ def samples_to_inputs(processor: Processor, samples: Sequence[Sample], pad_id: i
 def build_model(config: TrainConfig) -> VisionLLMv2:
     """The stage's starting point: ``config.init`` (a model directory) or ``config.preset`` at random."""
     if config.init:
-        return VisionLLMv2.from_pretrained(config.init, torch_dtype=torch.float32)
+        model = VisionLLMv2.from_pretrained(config.init, torch_dtype=torch.float32)
+        if config.attach:
+            from .stages import attach_decoders
+
+            model = attach_decoders(model, VisionLLMv2.from_pretrained(config.attach, torch_dtype=torch.float32))
+        return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders
     from ..tokenizer import Tokenizer
@@ -87,6 +92,8 @@ class Trainer:
         if self.accelerator.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations make fresh detectors ~60× slower on CPUs
         set_seed(config.seed)
+        if config.stage == 0 and self.accelerator.num_processes > 1:
+            raise ValueError("stage 0 pre-trains small denoisers in one process; run it without accelerate launch")
         self.model = model if model is not None else build_model(config)
         self.processor = Processor(self.model.config, self.model.tokenizer)
         self.source = source or build_source(config.data, self.processor, config.task_weights, config.domains,
@@ -132,10 +139,13 @@ class Trainer:
         start = time.perf_counter()
         samples = self.source.batch(self.step, config.batch_size, accelerator.process_index, accelerator.num_processes)
         model = accelerator.unwrap_model(self.model)
-        batch, images, targets = samples_to_inputs(self.processor, samples, model.tokenizer.pad_id)
         self.model.train()
-        with accelerator.autocast():
-            output = self.model(batch.to(accelerator.device), images, targets)
+        if config.stage == 0:
+            output = self._pretrain_denoiser(model, samples)
+        else:
+            batch, images, targets = samples_to_inputs(self.processor, samples, model.tokenizer.pad_id)
+            with accelerator.autocast():
+                output = self.model(batch.to(accelerator.device), images, targets)
         accelerator.backward(output.loss)
         norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
@@ -154,6 +164,14 @@ class Trainer:
             if decoded.loss is not None:
                 record[name] = decoded.loss.item()
         return record
+
+    def _pretrain_denoiser(self, model: VisionLLMv2, samples: Sequence[Sample]) -> VisionLLMv2Output:
+        """Stage 0: the decoder's own caption-conditioned loss; the LLM is not involved."""
+        name = samples[0].decoder
+        decoder = model.decoders()[name]
+        with self.accelerator.autocast():
+            decoded = decoder.pretraining_loss([s.targets[name] for s in samples], [s.images[0] if s.images else None for s in samples])
+        return VisionLLMv2Output(decoded.loss, None, None, {}, {name: decoded})
 
     def train(self, stop_at: int | None = None, progress: bool = True) -> TrainResult:
         """Run to ``config.steps`` (or stop early at ``stop_at``, as an interruption would)."""

@@ -81,3 +81,33 @@ def test_bad_training_configs_are_refused(tmp_path):
         TrainConfig.from_dict({"stage": 1, "learning_rat": 1e-3})
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+
+
+def generation_model() -> VisionLLMv2:
+    from visionllm2.model.config import GenerationConfig
+    from visionllm2.model.decoders import build_decoders
+
+    config = VisionLLMv2Config.preset("tiny")
+    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    return VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.builtin())
+
+
+def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path):
+    from visionllm2.model.training.stages import attach_decoders
+
+    torch.manual_seed(0)
+    model = generation_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(stage=0, output_dir=str(tmp_path / "stage0"), steps=3, batch_size=4, log_every=1, warmup_steps=1)
+    result = Trainer(config, model=model, source=fixed_source({"generate": 1.0, "edit": 1.0})).train(progress=False)
+    assert all(np.isfinite(r["loss"]) for r in result.records)
+    after = VisionLLMv2.from_pretrained(str(result.model_dir)).state_dict()
+    changed = {".".join(k.split(".")[:2]) for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= {"sd.sd_unet", "sd.sd_text_encoder", "ip2p.sd_unet", "ip2p.sd_text_encoder"}
+    base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_pretrained(str(result.model_dir))
+    merged = attach_decoders(base, donor)
+    assert set(merged.decoders()) == {"gdino", "unipose", "sd", "ip2p"} and merged.config.generation is not None
+    state = merged.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in donor.state_dict().items() if k.startswith(("sd.", "ip2p.")))
+    assert all(torch.equal(state[k], v) for k, v in base.state_dict().items())

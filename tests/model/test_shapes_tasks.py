@@ -1,0 +1,104 @@
+"""ShapesWorld tasks: official formats, consistent targets, disjoint deterministic splits; the checker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionllm2.model import tokens as T
+from visionllm2.model.config import VisionLLMv2Config
+from visionllm2.model.data.checker import check_picture
+from visionllm2.model.data.samples import TASK_DECODERS
+from visionllm2.model.data.shapes import COLOURS, render_scene
+from visionllm2.model.data.tasks import ShapesWorld, referring_expressions
+from visionllm2.model.processor import Processor, Special
+from visionllm2.model.tokenizer import Tokenizer
+from visionllm2.model.training.trainer import samples_to_inputs
+
+
+@pytest.fixture(scope="module")
+def processor() -> Processor:
+    return Processor(VisionLLMv2Config.preset("tiny"), Tokenizer.builtin())
+
+
+def routes_of(sample) -> list[str]:
+    answer = [m for m in sample.messages if m.role == "assistant"][-1]
+    return [s.token for s in answer.segments if isinstance(s, Special) and s.token in T.ROUTES]
+
+
+@pytest.mark.parametrize("task", list(TASK_DECODERS))
+def test_every_task_builds_model_inputs_with_matching_targets(processor, task):
+    world = ShapesWorld(processor, tasks={task: 1.0}, domains=("industrial", "medical", "remote_sensing"))
+    for index in range(6):
+        sample = world.sample(index)
+        assert sample.task == task or (task == "ground" and sample.task == "detect")  # ambiguous scenes fall back
+        batch, _, targets = samples_to_inputs(processor, [sample], Tokenizer.builtin().pad_id)
+        assert 0 not in batch.input_ids[0].tolist(), "every word is in the shipped vocabulary"
+        routes = routes_of(sample)
+        if sample.task == "chat":
+            assert routes == [] and sample.meta["answer"] and not targets
+            continue
+        (decoder,) = targets
+        assert decoder == sample.decoder
+        target = sample.targets[decoder]
+        if sample.task in ("detect", "segment"):
+            assert len(routes) == len(sample.meta["asked"]) and set(routes) == {T.DET if sample.task == "detect" else T.SEG}
+            assert target.labels.max(initial=-1) < len(routes) and len(target.boxes) == len(target.masks)
+        elif sample.task == "ground":
+            assert routes == [T.GRD] and len(target.boxes) == 1
+        elif sample.task == "interactive":
+            assert len(routes) == len(sample.regions) == len(target.boxes) and batch.region_masks.shape[0] == len(sample.regions)
+        elif sample.task == "pose":
+            assert routes == [T.POSE] * (1 + len(sample.meta["keypoint_names"]))
+            assert target.keypoints.shape[1] == len(sample.meta["keypoint_names"])
+        else:
+            assert routes == [T.GEN if task == "generate" else T.EDIT] and target.caption == sample.meta["caption"]
+
+
+def test_splits_are_deterministic_and_disjoint(processor):
+    train, heldout = ShapesWorld(processor, "train"), ShapesWorld(processor, "heldout")
+    assert {train.seed(i) for i in range(500)}.isdisjoint({heldout.seed(i) for i in range(500)})
+    a, b = train.sample(3, "detect"), train.sample(3, "detect")
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0])) and a.meta["asked"] == b.meta["asked"]
+    assert not np.array_equal(np.asarray(a.images[0]), np.asarray(heldout.sample(3, "detect").images[0]))
+    with pytest.raises(ValueError, match="split"):
+        ShapesWorld(processor, "test")
+    with pytest.raises(ValueError, match="tasks"):
+        ShapesWorld(processor, tasks={"juggle": 1.0})
+
+
+def test_referring_expressions_name_exactly_one_object():
+    for seed in range(40):
+        objects = render_scene(seed).objects
+        for obj in objects:
+            for expression in referring_expressions(obj, objects):
+                words = expression.split()
+                matches = [o for o in objects if o.colour in words and o.kind in words]
+                assert obj in matches
+                if "on" not in words and "in" not in words and words[0] not in ("largest", "smallest", "small", "large"):
+                    assert matches == [obj]
+
+
+def test_edit_pairs_change_only_the_named_kind(processor):
+    sample = ShapesWorld(processor, tasks={"edit": 1.0}).sample(5)
+    before, after = np.asarray(sample.images[0]), np.asarray(sample.targets["ip2p"].image)
+    changed = np.abs(before.astype(int) - after.astype(int)).sum(-1) > 0
+    assert changed.any() and changed.mean() < 0.5
+    new_colour = np.array(COLOURS[sample.meta["colour"]])
+    assert np.abs(after[changed].astype(int) - new_colour).sum(-1).min() < 30  # the named colour is painted in
+
+
+def test_checker_reads_rendered_pictures_and_refuses_blank_ones():
+    hits = []
+    for seed in range(60):
+        scene = render_scene(seed, count=(1, 1), background="plain", jpeg=False)
+        obj = scene.objects[0]
+        hits.append(check_picture(scene.image, obj.colour, obj.kind, obj.place)["all"])
+    assert np.mean(hits) >= 0.95
+    blank = Image.new("RGB", (32, 32), (200, 200, 200))
+    assert check_picture(blank, "red", "circle", "left") == {"colour": False, "kind": False, "place": False, "all": False}
+    scene = render_scene(1, count=(1, 1), background="plain", jpeg=False)
+    obj = scene.objects[0]
+    wrong = next(c for c in ("red", "blue") if c != obj.colour)
+    assert not check_picture(scene.image, wrong, obj.kind, obj.place)["all"]
