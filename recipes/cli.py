@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from visionllm2.recipes.recipe_cli import recipe_app
+
 app = typer.Typer(
     name="visionllm2",
     help="VisionLLM v2: chat, detect, segment, estimate poses, generate and edit images with one model.",
@@ -19,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(recipe_app)
 
 _REPORTED_PACKAGES = (
     "visionllm2", "torch", "transformers", "diffusers", "accelerate", "peft", "safetensors", "tokenizers",
