@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from visionllm2.recipes.recipe_cli import recipe_app
@@ -147,11 +148,19 @@ def _check_manifest(check: Path, prefix: str | None) -> None:
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out")) -> None:
-    """Run a multi-turn session on a generated scene; write annotated pictures and the transcript."""
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out"),
+    model: Annotated[str, typer.Option(help="The shipped 'shapes' model, 'tiny' (random weights) or a model directory.")] = "shapes",
+) -> None:
+    """Run a multi-turn session on generated pictures; write annotated pictures, a contact sheet and the transcript."""
     from visionllm2.recipes.demo import run_demo
+    from visionllm2.sdk import VisionLLMError
 
-    run_demo(out, console)
+    try:
+        run_demo(out, console, model)
+    except VisionLLMError as error:
+        console.print(f"[red]demo: {escape(str(error))}[/red]")
+        raise typer.Exit(2) from error
 
 
 _ALL_TASKS = "detect,segment,ground,interactive,pose,chat,generate,edit"

@@ -1,77 +1,117 @@
-"""``visionllm2 demo``: one multi-turn session on a generated scene, written to a folder.
+"""``visionllm2 demo``: one multi-turn session with the shipped ``shapes`` model, written to a folder.
 
-Until the trained ``shapes`` model ships, the demo runs the ``tiny`` preset with random weights:
-it shows the whole path (image → LLM → super link → decoders → typed results → files), not
-meaningful detections.
+The session runs on generated ShapesWorld pictures, so nothing is downloaded: it detects the shapes,
+segments the objects it found (the detect turn's boxes become the segment turn's visual prompts),
+answers a question, estimates the pose of a stick figure, generates a picture from a caption and
+edits the scene by an instruction. Each turn's result is drawn to a PNG; a contact sheet puts them
+side by side; ``transcript.json`` holds every turn; ``session/`` resumes the conversation.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-
-def demo_scene(size: tuple[int, int] = (320, 240), seed: int = 0) -> Image.Image:
-    """A scene of coloured shapes on a soft background."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    image = Image.new("RGB", size, (236, 232, 220))
-    draw = ImageDraw.Draw(image)
-    for colour, kind in [((220, 40, 40), "circle"), ((40, 80, 220), "square"), ((240, 200, 40), "triangle")]:
-        side = int(rng.integers(40, 80))
-        x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-        if kind == "circle":
-            draw.ellipse((x, y, x + side, y + side), fill=colour)
-        elif kind == "square":
-            draw.rectangle((x, y, x + side, y + side), fill=colour)
-        else:
-            draw.polygon([(x + side / 2, y), (x, y + side), (x + side, y + side)], fill=colour)
-    return image
+SCENE_SEED = 11        # a held-out (odd) seed: the model never trained on this scene
+FIGURE_SEED = 5
+PANEL = 256            # contact-sheet panel side in pixels
 
 
-def run_demo(out: Path, console: Console) -> list[Path]:
-    """Run the demo session and write annotated pictures and the JSON transcript to ``out``."""
+def demo_inputs() -> tuple[Image.Image, list[str], Image.Image, str, list[str]]:
+    """The scene, the classes to ask for, the figure picture, its kind and its keypoint names."""
+    from visionllm2.model.data.figures import FIGURE_KEYPOINTS, render_figures
+    from visionllm2.model.data.shapes import render_scene
+
+    scene = render_scene(SCENE_SEED, count=(3, 3), background="gradient", jpeg=False)
+    classes = list(dict.fromkeys(o.name for o in scene.objects))
+    figures = render_figures(FIGURE_SEED, kind="person", count=(1, 1))
+    return scene.image, classes, figures.image, figures.kind, list(FIGURE_KEYPOINTS[figures.kind])
+
+
+def contact_sheet(panels: list[tuple[str, Image.Image]], columns: int = 4) -> Image.Image:
+    """Panels scaled to ``PANEL``² (nearest: the pixels stay honest) under their titles."""
+    rows = (len(panels) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * PANEL, rows * (PANEL + 18)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for index, (title, picture) in enumerate(panels):
+        x, y = (index % columns) * PANEL, (index // columns) * (PANEL + 18)
+        sheet.paste(picture.convert("RGB").resize((PANEL, PANEL), Image.NEAREST), (x, y + 18))
+        draw.text((x + 4, y + 3), title, fill=(0, 0, 0))
+    return sheet
+
+
+def run_demo(out: Path, console: Console, model: str = "shapes") -> list[Path]:
+    """Run the demo session with ``model`` (a preset or directory); write pictures, sheet and transcript."""
     import torch
 
-    from visionllm2.sdk import Point, Session
+    from visionllm2.sdk import CapabilityError, Session
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    console.print("[bold]VisionLLM v2 demo[/bold]: the [cyan]tiny[/cyan] preset with random weights "
-                  "(the trained `shapes` model replaces it), on a generated scene")
-    scene = demo_scene()
-    written = [out / "scene.png"]
+    console.print(f"[bold]VisionLLM v2 demo[/bold] with the [cyan]{escape(model)}[/cyan] model on generated pictures")
+    session = Session.from_pretrained(model, max_new_tokens=16)
+    scene, classes, figure, kind, keypoints = demo_inputs()
+    written = [out / "scene.png", out / "figure.png"]
     scene.save(written[0])
-    session = Session.from_pretrained("tiny", max_new_tokens=16)
-    steps = [
-        ("detect", lambda: session.detect(["red circle", "blue square", "yellow triangle"], image=scene)),
-        ("ground", lambda: session.ground("the red circle")),
-        ("segment", lambda: session.segment(prompts=[Point(x=160, y=120)])),
-        ("ask", lambda: session.ask("what colour is the square?")),
+    figure.save(written[1])
+    panels: list[tuple[str, Image.Image]] = [("scene", scene)]
+    found: dict[str, object] = {}
+
+    def segment_found():
+        boxes = found["boxes"]
+        if not len(boxes):
+            return session.segment(classes, image="image1")
+        return session.segment(prompts=[boxes[i] for i in range(min(len(boxes), 4))], image="image1")
+
+    steps: list[tuple[str, Callable]] = [
+        ("detect", lambda: session.detect(classes, image=scene)),
+        ("segment", segment_found),
+        ("ask", lambda: session.ask("How many shapes are there?", image="image1")),
+        ("pose", lambda: session.pose([kind], keypoints=keypoints, image=figure)),
+        ("generate", lambda: session.generate("blue square in the centre", seed=0)),
+        ("edit", lambda: session.edit(f"make the {classes[0].split()[-1]} green", image="image1", seed=0)),
     ]
+    skipped: dict[str, str] = {}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("turns", total=len(steps))
         for name, step in steps:
-            turn = step()
+            try:
+                turn = step()
+            except CapabilityError as error:
+                skipped[name] = str(error)
+                console.print(f"[yellow]{name} skipped[/yellow]: {escape(str(error))}")
+                progress.advance(task)
+                continue
+            if name == "detect":
+                found["boxes"] = turn.boxes
             for index, result in enumerate(turn.results):
-                if hasattr(result, "annotate"):
-                    path = out / f"turn{turn.index}_{name}_{index}.png"
-                    result.annotate(scene).save(path)
-                    written.append(path)
+                path = out / f"turn{turn.index}_{name}_{index}.png"
+                if result.kind == "images":
+                    picture = result.images[0]
+                elif hasattr(result, "annotate"):
+                    picture = result.annotate(figure if name == "pose" else scene)
+                else:
+                    continue
+                picture.save(path)
+                written.append(path)
+                if index == 0:
+                    panels.append((f"{turn.index} {name}", picture))
             results = ", ".join(repr(r) for r in turn.results) or "—"
-            console.print(f"turn {turn.index} [green]{name}[/green]: routes {escape(str(turn.routes or '—'))}, "
-                          f"results {escape(results)}, "
+            console.print(f"turn {turn.index} [green]{name}[/green]: {escape(turn.text[:70])!s} → {escape(results)}, "
                           f"{sum(turn.timings.values()) * 1000:.0f} ms")
             progress.advance(task)
+    sheet = out / "contact_sheet.png"
+    contact_sheet(panels).save(sheet)
     transcript = out / "transcript.json"
-    transcript.write_text(json.dumps([json.loads(t.to_json()) for t in session.turns], indent=1))
-    written.append(transcript)
+    transcript.write_text(json.dumps({"model": model, "turns": [json.loads(t.to_json()) for t in session.turns],
+                                      "skipped": skipped}, indent=1))
+    written += [sheet, transcript]
     session.save(out / "session")
     console.print(f"wrote {len(written)} files and the resumable session to [bold]{out.resolve()}[/bold]")
     return written

@@ -27,10 +27,45 @@ def test_convert_without_a_manifest_says_what_to_pass():
 def test_demo_writes_pictures_transcript_and_a_resumable_session(tmp_path):
     import json
 
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "tiny"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "demo"
-    turns = json.loads((out / "transcript.json").read_text())
-    assert [t["index"] for t in turns] == [0, 1, 2, 3] and turns[1]["routes"] == ["[GRD]"]
-    assert (out / "scene.png").is_file() and list(out.glob("turn0_detect_*.png"))
+    transcript = json.loads((out / "transcript.json").read_text())
+    names = [t["prompt"].split()[0] for t in transcript["turns"]]
+    assert names == ["Can", "Can", "How", "Can"] and transcript["turns"][3]["routes"][0] == "[POSE]"
+    assert set(transcript["skipped"]) == {"generate", "edit"}  # tiny has no diffusion decoders: said, not hidden
+    assert (out / "scene.png").is_file() and (out / "contact_sheet.png").is_file() and list(out.glob("turn0_detect_*.png"))
     assert (out / "session" / "session.json").is_file()
+
+
+def test_demo_with_an_unknown_model_fails_clearly(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "no-such-model"])
+    assert result.exit_code == 2 and "no-such-model" in result.output
+
+
+def test_train_then_eval_from_the_command_line(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--stage", "2", "--steps", "2", "--batch-size", "2",
+                                 "--tasks", "detect=1,chat=1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "config.json").is_file() and len((out / "log.jsonl").read_text().splitlines()) >= 1
+    metrics = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--tasks", "detect,ground,chat,generate",
+                                 "--count", "2", "--json", str(metrics)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(metrics.read_text())
+    assert set(saved["metrics"]) == {"detect", "ground", "chat"} and "generate" in saved["skipped"]
+    assert all(0.0 <= v <= 1.0 for task in saved["metrics"].values() for v in task.values() if v >= 0)
+
+
+def test_train_and_eval_refuse_bad_input(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stage": 2, "learning_rat": 1}')
+    result = runner.invoke(app, ["train", "--config", str(bad), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "learning_rat" in result.output
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--stage", "7", "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "stage" in result.output
+    result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "juggle", "--count", "1"])
+    assert result.exit_code == 2 and "juggle" in result.output
