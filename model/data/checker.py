@@ -5,7 +5,9 @@ pixels; the object is the largest connected region that differs from it. Its col
 ShapesWorld colour to its median pixel; its place is :func:`place_word` of its box; its shape
 comes from two rotation-invariant measures: solidity (area / convex-hull area, low only for the
 star) and fill (area / the circle through its farthest pixel: circle 1, hexagon .83, square .64,
-triangle .41).
+triangle .41). Below 96 pixels a side those measures blur, so small pictures are judged by
+matching: each kind is drawn anti-aliased at the object's centroid and area, over a range of
+rotations, and the kind whose drawing differs least from the object's soft coverage wins.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from .shapes import COLOURS, place_word
+from .shapes import COLOURS, SHAPES, SUPERSAMPLE, _polygon, place_word
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 
@@ -49,6 +51,41 @@ def shape_of(mask: np.ndarray) -> str:
     return "circle" if fill > 0.9 else "hexagon" if fill > 0.73 else "square" if fill > 0.52 else "triangle"
 
 
+#: Area of each kind drawn with radius 1 (the circle through its outer corners).
+_UNIT_AREA = {"circle": np.pi, "square": 2.0, "triangle": 3 * np.sqrt(3) / 4, "hexagon": 3 * np.sqrt(3) / 2,
+              "star": 10 * 0.5 * 0.45 * np.sin(np.pi / 5)}
+_SYMMETRY = {"circle": 1, "square": 4, "triangle": 3, "hexagon": 6, "star": 5}
+
+
+def _coverage(kind: str, cx: float, cy: float, radius: float, angle: float, size: tuple[int, int]) -> np.ndarray:
+    from PIL import ImageDraw
+
+    s = SUPERSAMPLE
+    layer = Image.new("L", (size[0] * s, size[1] * s), 0)
+    draw = ImageDraw.Draw(layer)
+    if kind == "circle":
+        draw.ellipse(((cx - radius) * s, (cy - radius) * s, (cx + radius) * s, (cy + radius) * s), fill=255)
+    else:
+        draw.polygon([(x * s, y * s) for x, y in _polygon(kind, cx, cy, radius, angle)], fill=255)
+    return np.asarray(layer.resize(size, Image.BOX), dtype=np.float32) / 255
+
+
+def shape_by_matching(alpha: np.ndarray) -> str:
+    """The kind whose anti-aliased drawing best matches a soft coverage map ``(H, W)`` in [0, 1]."""
+    height, width = alpha.shape
+    area = float(alpha.sum())
+    ys, xs = np.mgrid[0:height, 0:width]
+    cx, cy = float((alpha * (xs + 0.5)).sum() / area), float((alpha * (ys + 0.5)).sum() / area)
+    best, best_error = "unknown", np.inf
+    for kind in SHAPES:
+        radius = float(np.sqrt(area / _UNIT_AREA[kind]))
+        for angle in np.linspace(0, 2 * np.pi / _SYMMETRY[kind], 12 if kind != "circle" else 1, endpoint=False):
+            error = float(np.abs(_coverage(kind, cx, cy, radius, float(angle), (width, height)) - alpha).sum())
+            if error < best_error:
+                best, best_error = kind, error
+    return best
+
+
 def check_picture(image: Image.Image, colour: str, kind: str, place: str) -> dict[str, bool]:
     """Which of the asked colour / shape / place the picture shows, and ``"all"`` of them."""
     picture = np.asarray(image.convert("RGB"))
@@ -59,7 +96,16 @@ def check_picture(image: Image.Image, colour: str, kind: str, place: str) -> dic
     found_colour = list(COLOURS)[int(np.argmin(np.linalg.norm(_PALETTE - median, axis=1)))]
     ys, xs = np.nonzero(mask)
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-    checks = {"colour": found_colour == colour, "kind": shape_of(mask) == kind,
+    if picture.shape[1] < 96:  # soft coverage of the object: 1 at its colour, 0 at the background's
+        border = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]).astype(np.float32)
+        background = np.median(border, 0)
+        span = max(float(np.linalg.norm(median - background)), 1.0)
+        alpha = np.clip(1 - np.linalg.norm(picture.astype(np.float32) - median, axis=-1) / span, 0, 1)
+        alpha = alpha * ndimage.binary_dilation(mask, iterations=2)
+        found_kind = shape_by_matching(alpha)
+    else:
+        found_kind = shape_of(mask)
+    checks = {"colour": found_colour == colour, "kind": found_kind == kind,
               "place": place_word(box, picture.shape[1]) == place}
     checks["all"] = all(checks.values())
     return checks
