@@ -111,8 +111,8 @@ def check_inputs(examples: object, label: object = "object", min_score: object =
         image, prompt = example
         key = str(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else id(image)
         if key not in opened:  # one reference image with several marks is read once
-            name = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else f"reference{len(opened)}"
-            opened[key] = (name, open_rgb(image))
+            shown = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else f"reference{len(opened)}"
+            opened[key] = (shown, open_rgb(image))
         source, picture = opened[key]
         visual = as_visual_prompt(prompt)
         mask = visual.to_mask(picture.size)  # raises InvalidPromptError when outside the image
