@@ -99,13 +99,14 @@ def _finish(out: Path, recipe: str, shown: list[tuple[str, Image.Image]], coco: 
     contact_sheet([(Path(s).name, p) for s, p in shown]).save(out / "contact_sheet.png")
     write_json(out / "coco.json", merge_coco(coco, classes))
     write_json(out / "transcript.json", transcript(recipe, turns, failures, extra))
-    console.print(f"{len(turns)} of {len(turns) + len(failures)} inputs done; files in [bold]{escape(str(out))}[/bold]")
+    console.print(f"{len(turns)} of {len(turns) + len(failures)} inputs done")
+    console.print(f"files in [bold]{escape(str(out))}[/bold]")
     if failures:
-        table = Table(title="failures", show_header=True)
-        table.add_column("input")
+        table = Table(title="failures (full messages in transcript.json)", show_header=True)
+        table.add_column("input", no_wrap=True)
         table.add_column("error")
         for failure in failures:
-            table.add_row(escape(failure.source), escape(f"{failure.error}: {failure.message}"))
+            table.add_row(escape(Path(failure.source).name), escape(f"{failure.error}: {failure.message}"))
         console.print(table)
     if not turns:
         raise typer.Exit(1)
