@@ -216,6 +216,32 @@ def train(
         console.print(f"stage {run.config.stage} done at step {result.step}: [bold]{result.model_dir}[/bold]")
 
 
+@app.command()
+def data(
+    out: Annotated[Path, typer.Option(help="Folder for the images and annotations.json.")] = Path("shapesworld"),
+    count: Annotated[int, typer.Option(help="Scenes to write.")] = 100,
+    kind: Annotated[str, typer.Option(help="shapes, figures, industrial, medical or remote_sensing.")] = "shapes",
+    split: Annotated[str, typer.Option(help="train or heldout (disjoint seeds).")] = "train",
+) -> None:
+    """Export ShapesWorld scenes as PNGs + COCO JSON (boxes, RLE masks, keypoints for figures)."""
+    from visionllm2.model.data.coco import save_coco, scenes_to_coco
+    from visionllm2.model.data.domains import DOMAINS, render_domain
+    from visionllm2.model.data.figures import render_figures
+    from visionllm2.model.data.shapes import render_scene
+    from visionllm2.model.data.tasks import SPLITS
+
+    renderers = {"shapes": render_scene, "figures": render_figures,
+                 **{d: (lambda seed, d=d: render_domain(d, seed)) for d in DOMAINS}}
+    if kind not in renderers or split not in SPLITS or count < 1:
+        console.print(f"[red]data: expected --kind in {sorted(renderers)}, --split in {list(SPLITS)} and --count ≥ 1; "
+                      f"got {kind!r}, {split!r}, {count}[/red]")
+        raise typer.Exit(2)
+    offset = SPLITS.index(split)
+    scenes = [renderers[kind](2 * index + offset) for index in range(count)]
+    path = save_coco(scenes_to_coco(scenes, out), out / "annotations.json")  # images beside it: the default root
+    console.print(f"wrote {count} {kind} scenes ({split}) and [bold]{path}[/bold]")
+
+
 @app.command("eval")
 def evaluate_command(
     model: Annotated[str, typer.Option(help="A model directory or a preset name.")] = "shapes",

@@ -69,3 +69,17 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "stage" in result.output
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "juggle", "--count", "1"])
     assert result.exit_code == 2 and "juggle" in result.output
+
+
+def test_data_export_writes_coco_that_trains(tmp_path):
+    from pycocotools.coco import COCO
+
+    result = runner.invoke(app, ["data", "--out", str(tmp_path / "ds"), "--count", "3", "--kind", "industrial"])
+    assert result.exit_code == 0, result.output
+    coco = COCO(str(tmp_path / "ds" / "annotations.json"))
+    assert len(coco.getImgIds()) == 3 and len(list((tmp_path / "ds").glob("*.png"))) == 3
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--stage", "3", "--steps", "1", "--batch-size", "2",
+                                 "--data", str(tmp_path / "ds" / "annotations.json"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["data", "--kind", "volcano", "--out", str(tmp_path / "no")])
+    assert result.exit_code == 2 and "volcano" in result.output
