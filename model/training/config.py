@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50
     max_grad_norm: float = 1.0
+    train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.05

@@ -34,7 +34,7 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
         trained_decoders: list[nn.Module] = []
     elif config.stage == 2:
         add_lora(model, config)
-        backbone = [model.vl_bridge, model.region_encoder, *tables]
+        backbone = [model.vl_bridge, model.region_encoder, *tables, *([model.vis_encoder] if config.train_vision else [])]
         trained_decoders = decoders
     else:
         backbone, trained_decoders = tables, decoders
