@@ -224,10 +224,6 @@ def relabel(result: Boxes | Masks, labels: Sequence[str], asked: Sequence[str]) 
     return result.model_copy(update={"labels": list(labels), "asked": list(asked)})
 
 
-def empty_masks(image_size: tuple[int, int], asked: Sequence[str], turn: int | None = None) -> Masks:
-    return Masks.empty(image_size, asked=list(asked), turn=turn)
-
-
 def side_by_side(pictures: Sequence[Image.Image], gap: int = 8) -> Image.Image:
     """The pictures in one row on white, top-aligned, ``gap`` pixels apart."""
     width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
@@ -241,7 +237,7 @@ def side_by_side(pictures: Sequence[Image.Image], gap: int = 8) -> Image.Image:
 
 
 def contact_sheet(pictures: Sequence[tuple[str, Image.Image]], thumb: int = 256, columns: int = 4) -> Image.Image:
-    """A grid of ``(caption, picture)`` thumbnails (longer side ``thumb`` pixels) with captions."""
+    """A grid of ``(caption, picture)`` thumbnails (each scaled to a longer side of ``thumb`` pixels) with captions."""
     if not pictures:
         return Image.new("RGB", (thumb, thumb + 16), (255, 255, 255))
     columns = max(1, min(columns, len(pictures)))
@@ -250,8 +246,9 @@ def contact_sheet(pictures: Sequence[tuple[str, Image.Image]], thumb: int = 256,
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for k, (caption, picture) in enumerate(pictures):
-        small = picture.convert("RGB")
-        small.thumbnail((thumb, thumb))
+        scale = thumb / max(picture.size)  # small pictures grow (crisp pixels), large ones shrink (smoothly)
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        small = picture.convert("RGB").resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
         x, y = (k % columns) * cell_w + 4, (k // columns) * cell_h + 4
         sheet.paste(small, (x, y))
         draw.text((x, y + thumb + 4), caption[-40:], fill=(0, 0, 0))

@@ -188,14 +188,15 @@ def in_context_command(
     from . import in_context as ic
     from ._common import open_rgb, write_json
 
+    examples = [_example(e) for e in example]
     try:
-        pairs, marks, label = ic.check_inputs([_example(e) for e in example], label, min_score)
+        _, marks, label = ic.check_inputs(examples, label, min_score)
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
     session = _session(model)
     with _progress(len(inputs), "in-context") as done:
-        result = ic.in_context(session, pairs, [image for _, image in inputs], label=label, min_score=min_score,
+        result = ic.in_context(session, examples, [image for _, image in inputs], label=label, min_score=min_score,
                                on_done=done)
     write_json(out / "in_context.json", result.model_dump(mode="json", exclude={"items"}))
     _finish(out, "in-context", [(i.source, i.annotate(open_rgb(i.source))) for i in result.items],

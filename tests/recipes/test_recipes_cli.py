@@ -133,7 +133,8 @@ def test_in_context_takes_examples_on_reference_images(parts_dir, tmp_path):
     assert result.exit_code == 0, result.output
     record = common_files(out, 2, ["broken.png"])
     assert [e["prompt"] for e in record["examples"]] == ["Box", "Point"] and record["label"] == "defect"
-    assert json.loads((out / "in_context.json").read_text())["label"] == "defect"
+    summary = json.loads((out / "in_context.json").read_text())
+    assert summary["label"] == "defect" and [e["source"] for e in summary["examples"]] == [str(reference)] * 2
 
 
 @pytest.mark.parametrize("example, message", [("ref.png", "REF_IMAGE@"), ("{ref}@1,2,3", "--example"),
