@@ -173,7 +173,8 @@ def _classes_task(task: str, route: str):
         answer = templates.group_answer(world.processor, route, asked)
         target = _target([o for o, _ in labelled], [i for _, i in labelled], world.image_size)
         messages = [_user(question), Message("assistant", answer)]
-        if task == "detect" and rng.random() < 0.2:  # after a VQA turn on the same picture
+        shapes_only = all(o.kind in SHAPES for o in scene.objects)
+        if task == "detect" and shapes_only and rng.random() < 0.2:  # after a VQA turn on the same picture
             vqa_question, vqa_answer = _vqa(scene, rng)
             messages = [_user(vqa_question), Message("assistant", [vqa_answer]),
                         Message("user", [question]), Message("assistant", answer)]

@@ -56,6 +56,14 @@ def test_every_task_builds_model_inputs_with_matching_targets(processor, task):
             assert routes == [T.GEN if task == "generate" else T.EDIT] and target.caption == sample.meta["caption"]
 
 
+def test_long_mixed_streams_never_fail(processor):
+    """Hundreds of samples of every task over shapes, figures and all domain packs (data only: fast)."""
+    world = ShapesWorld(processor, tasks={t: 1.0 for t in TASK_DECODERS},
+                        domains=("industrial", "medical", "remote_sensing"), domain_rate=0.5)
+    tasks = {world.sample(index).task for index in range(400)}
+    assert tasks == set(TASK_DECODERS)
+
+
 def test_splits_are_deterministic_and_disjoint(processor):
     train, heldout = ShapesWorld(processor, "train"), ShapesWorld(processor, "heldout")
     assert {train.seed(i) for i in range(500)}.isdisjoint({heldout.seed(i) for i in range(500)})
