@@ -53,7 +53,8 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
 
 
 def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2) -> VisionLLMv2:
-    """``model`` with the decoders only ``donor`` has (config and weights), e.g. stage 0's denoisers."""
+    """``model`` with the decoders only ``donor`` has (config, weights and their routes' query tables),
+    e.g. stage 0's denoisers, or generation decoders whose link was trained beside the other decoders."""
     import dataclasses
 
     fields = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
@@ -64,7 +65,11 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2) -> VisionLLMv2:
     merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
     state = model.state_dict()
     donor_state = donor.state_dict()
-    state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in added})
+    # The decoders' weights, and the super-link query tables of their routes (trained with them).
+    from .. import tokens as T
+
+    tables = {f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[r]}" for n in added for r in donor.decoders()[n].routes}
+    state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in {*added, *tables}})
     merged.load_state_dict(state, strict=True)
     return merged
 
