@@ -217,6 +217,29 @@ def train(
 
 
 @app.command()
+def attach(
+    base: Annotated[Path, typer.Argument(help="The model directory to extend.")],
+    donor: Annotated[Path, typer.Argument(help="A model directory with decoders the base lacks.")],
+    out: Annotated[Path, typer.Argument(help="Where to write the combined model.")],
+    half: Annotated[bool, typer.Option("--half/--full", help="Store float16 weights (half the size; loads as float32).")] = False,
+) -> None:
+    """Graft the decoders (and their routes' query tables) that only DONOR has onto BASE."""
+    import torch
+
+    from visionllm2.model.training.stages import attach_decoders
+    from visionllm2.model.visionllm import VisionLLMv2
+    from visionllm2.sdk import VisionLLMError
+
+    try:
+        merged = attach_decoders(VisionLLMv2.from_pretrained(str(base)), VisionLLMv2.from_pretrained(str(donor)))
+    except VisionLLMError as error:
+        console.print(f"[red]attach: {escape(str(error))}[/red]")
+        raise typer.Exit(2) from error
+    (merged.to(torch.float16) if half else merged).save_pretrained(str(out))
+    console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
+
+
+@app.command()
 def data(
     out: Annotated[Path, typer.Option(help="Folder for the images and annotations.json.")] = Path("shapesworld"),
     count: Annotated[int, typer.Option(help="Scenes to write.")] = 100,
