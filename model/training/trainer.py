@@ -33,6 +33,7 @@ from .stages import merge_lora, prepare_stage
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "trainer_state.json"
+FINISHED_NAME = "finished.json"  # written with the final model: running the stage again is a no-op
 
 
 @dataclass
@@ -178,6 +179,9 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         config = self.config
+        finished = self.output_dir / FINISHED_NAME
+        if finished.is_file() and json.loads(finished.read_text())["step"] >= config.steps:
+            return TrainResult(json.loads(finished.read_text())["step"], [], self.output_dir / "model")  # done before
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             (self.output_dir / "train_config.json").write_text(config.to_json())
@@ -217,6 +221,7 @@ class Trainer:
         target = self.output_dir / "model"
         if self.accelerator.is_main_process:
             model.eval().save_pretrained(str(target))
+            (self.output_dir / FINISHED_NAME).write_text(json.dumps({"step": self.step}))
         return target
 
 

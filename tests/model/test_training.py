@@ -72,6 +72,8 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     a = VisionLLMv2.from_pretrained(str(straight.model_dir)).state_dict()
     b = VisionLLMv2.from_pretrained(str(resumed.model_dir)).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    again = Trainer(config, source=source).train(progress=False)  # a finished stage is not run twice
+    assert again.step == 6 and again.records == [] and again.model_dir == resumed.model_dir
 
 
 def test_bad_training_configs_are_refused(tmp_path):
