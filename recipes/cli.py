@@ -217,6 +217,27 @@ def train(
 
 
 @app.command()
+def curves(
+    log: Annotated[Path, typer.Argument(help="A training run's log.jsonl (or its output directory).")],
+    windows: Annotated[int, typer.Option(help="How many equal windows of steps.")] = 5,
+) -> None:
+    """Print a run's loss per route, averaged over windows of steps."""
+    from visionllm2.model.training.curves import curve_table
+
+    path = log / "log.jsonl" if log.is_dir() else log
+    if not path.is_file() or windows < 1:
+        console.print(f"[red]curves: expected a log.jsonl file (or a run directory) and --windows ≥ 1, got {log}[/red]")
+        raise typer.Exit(2)
+    header, rows = curve_table(path, windows)
+    table = Table(title=str(path))
+    for column in header:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
 def attach(
     base: Annotated[Path, typer.Argument(help="The model directory to extend.")],
     donor: Annotated[Path, typer.Argument(help="A model directory with decoders the base lacks.")],

@@ -58,6 +58,8 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     saved = json.loads(metrics.read_text())
     assert set(saved["metrics"]) == {"detect", "ground", "chat"} and "generate" in saved["skipped"]
     assert all(0.0 <= v <= 1.0 for task in saved["metrics"].values() for v in task.values() if v >= 0)
+    result = runner.invoke(app, ["curves", str(out), "--windows", "2"])
+    assert result.exit_code == 0 and "steps" in result.output and "lm" in result.output
 
 
 def test_train_and_eval_refuse_bad_input(tmp_path):

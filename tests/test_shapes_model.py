@@ -1,0 +1,71 @@
+"""The shipped ``shapes`` model: fits its size budget, loads offline, and keeps its behaviour.
+
+Regression tests on held-out scenes (odd seeds: training renders only even ones). The model card
+(``model/weights/shapes/MODEL_CARD.md``) has the full held-out figures from ``visionllm2 eval``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from visionllm2.model.checkpoint import shipped_model_dir
+from visionllm2.model.data.checker import check_picture
+from visionllm2.model.data.shapes import render_scene
+from visionllm2.model.errors import CheckpointError
+from visionllm2.recipes.evaluate import box_iou, mask_iou
+from visionllm2.sdk import Session
+
+
+def _missing() -> str | None:
+    try:
+        shipped_model_dir("shapes")
+    except CheckpointError as error:
+        return str(error)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=f"the shapes model is not shipped: {_missing()}")
+RED_CIRCLE_SCENE = 53  # a held-out scene with one red circle among other shapes
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return Session.from_pretrained("shapes", device="cpu", max_new_tokens=16)
+
+
+def test_shipped_weights_fit_the_budget_and_carry_every_decoder(session):
+    folder = shipped_model_dir("shapes")
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    assert size <= 40 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert set(session.model.decoders()) == {"gdino", "unipose", "sd", "ip2p"}
+
+
+def test_a_known_scenes_red_circle_is_found_and_segmented(session):
+    scene = render_scene(RED_CIRCLE_SCENE)
+    truth = next(o for o in scene.objects if o.name == "red circle")
+    boxes = session.detect(["red circle"], image=scene.image).boxes
+    assert len(boxes) >= 1 and box_iou(boxes.xyxy[0], truth.box) >= 0.8
+    masks = session.segment(["red circle"]).masks
+    assert len(masks) >= 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7
+
+
+def test_a_generated_blue_square_passes_the_checker(session):
+    passed = [check_picture(session.generate("blue square in the centre", seed=seed).images.images[0],
+                            "blue", "square", "centre")["all"] for seed in range(4)]
+    assert np.mean(passed) >= 0.75, passed
+
+
+def test_the_demo_transcript_keeps_its_shape(tmp_path):
+    from visionllm2.recipes.demo import run_demo
+
+    run_demo(tmp_path, Console(quiet=True))
+    transcript = json.loads((tmp_path / "transcript.json").read_text())
+    assert transcript["model"] == "shapes" and transcript["skipped"] == {}
+    first_routes = [t["routes"][:1] for t in transcript["turns"]]
+    assert first_routes == [["[DET]"], ["[DET]"], [], ["[POSE]"], ["[GEN]"], ["[EDIT]"]]
+    assert len(transcript["turns"][0]["results"][0]["labels"]) >= 1  # the scene's shapes are found
