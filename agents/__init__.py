@@ -9,8 +9,8 @@
     agent = ToolCallingAgent(chat_model, toolkit)                  # or let any LangChain chat model plan
     run = agent.run("find the red circles, segment them and make them green")
 
-Modules: :mod:`.toolkit` (the tools), :mod:`.schemas` (their arguments), :mod:`.registry` (ids and
-lineage), :mod:`.plan` (plans and their executor), :mod:`.rules` (the offline planner),
+Modules: :mod:`.toolkit` (the tools), :mod:`.recipe_tools` (the recipes as tools), :mod:`.schemas`
+(their arguments), :mod:`.registry` (ids and lineage), :mod:`.plan` (plans and their executor), :mod:`.rules` (the offline planner),
 :mod:`.agent` (the tool-calling loop), :mod:`.paths` (file confinement), :mod:`.budget`, :mod:`.errors`.
 """
 

@@ -36,7 +36,8 @@ from .toolkit import VisionToolkit
 SYSTEM_PROMPT = """You operate a vision model through tools. Images and results are referred to by id, never by \
 pixels: image ids such as 'image1'; result ids such as 'turn0.boxes' (every box found in turn 0) or \
 'turn0.boxes[2]' (one of them), given in each tool's answer. Pass those ids to later tools: segment(prompts=...), \
-edit(region_id=...), image_id=..., save_result(result_id=...). Call tools, read their answers, then decide the next \
+edit(region_id=...), image_id=..., save_result(result_id=...). Recipe tools (detect_segment_edit, inspect_parts, \
+measure_structures, map_objects, in_context_segment) give ids such as 'recipe0.masks', used the same way. Call tools, read their answers, then decide the next \
 call. If a tool answers with an error, correct the arguments it names. When the goal is reached, answer in one or \
 two plain sentences without calling a tool.
 Images in the session: {images}."""

@@ -6,6 +6,11 @@ Image ids are the session's own (``"image1"``). Results the session made without
 resolve too. When a tool changes a result before handing it out (an edit confined to a region
 is composited onto its source), the registry holds the changed one under the turn's id;
 ``session.turns[N]`` keeps the model's raw output.
+
+Recipe tools (:mod:`.recipe_tools`) run in conversations of their own, so their results have no
+turn in the session: the registry holds them under ``"recipe<N>.<kind>"`` (kind ``boxes``,
+``masks`` or ``images``; one ``N`` per image a recipe call worked on), with the session image they
+lie on. They resolve, index (``"recipe0.masks[1]"``) and trace like turn results.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from visionllm2.sdk.errors import InvalidInputError
 
 RESULT_KINDS = ("boxes", "masks", "poses", "images")
 RESULT_ID = re.compile(r"^turn(\d+)\.(boxes|masks|poses|images)(?:\[(-?\d+)\])?$")
+RECIPE_ID = re.compile(r"^recipe(\d+)\.(boxes|masks|images)(?:\[(-?\d+)\])?$")
 
 
 class Lineage(BaseModel):
@@ -38,6 +44,12 @@ def result_id(result: Result) -> str:
     return f"turn{result.turn}.{result.kind}"
 
 
+def kind_of(ref: object) -> str | None:
+    """The result kind a result id names (``"turn0.boxes[2]"`` → ``"boxes"``); None for anything else."""
+    match = (RESULT_ID.match(ref) or RECIPE_ID.match(ref)) if isinstance(ref, str) else None
+    return match.group(2) if match else None
+
+
 def base_id(ref: str) -> str:
     """The id without an item index: ``"turn0.boxes[2]"`` → ``"turn0.boxes"``."""
     return ref.split("[", 1)[0]
@@ -51,6 +63,8 @@ class Registry:
         self._made: dict[str, tuple[Turn, Result]] = {}  # results a tool changed before handing them out
         self._lineage: dict[str, Lineage] = {}
         self._turns: dict[str, Turn] = {}  # the turn each recorded lineage belongs to
+        self._held: dict[str, tuple[Result, str | None]] = {}  # recipe id → (result, the image it lies on)
+        self._recipes = 0
 
     # ------------------------------------------------------------------ recording
     def add_turn(self, turn: Turn, tool: str, args: dict[str, Any], inputs: list[str],
@@ -72,11 +86,39 @@ class Registry:
     def add_image(self, image_id: str, tool: str, args: dict[str, Any], inputs: list[str]) -> None:
         self._lineage[image_id] = Lineage(id=image_id, tool=tool, args=args, inputs=inputs)
 
+    def add_recipe(self, results: dict[str, Result], image_id: str | None, tool: str, args: dict[str, Any],
+                   inputs: list[str]) -> list[str]:
+        """Hold what a recipe made on one image (kind → result) under new ``"recipe<N>.<kind>"`` ids."""
+        prefix = f"recipe{self._recipes}"
+        self._recipes += 1
+        ids = []
+        for kind, result in results.items():
+            rid = f"{prefix}.{kind}"
+            # the recipe's turn numbers count its own conversation, not the session's
+            self._held[rid] = (result.model_copy(update={"turn": None}), image_id)
+            self._lineage[rid] = Lineage(id=rid, tool=tool, args=args, inputs=inputs)
+            ids.append(rid)
+        return ids
+
     # ------------------------------------------------------------------ looking up
     def ids(self) -> list[str]:
         """Every result id of the current conversation, oldest first."""
         return [f"turn{turn.index}.{kind}" for turn in self.session.turns for kind in RESULT_KINDS
-                if any(getattr(r, "kind", None) == kind for r in turn.results)]
+                if any(getattr(r, "kind", None) == kind for r in turn.results)] + list(self._held)
+
+    def image_of(self, ref: str) -> str | None:
+        """The session image a result id's objects lie on (None for a generated image)."""
+        if isinstance(ref, str) and RECIPE_ID.match(ref):
+            return self._held_result(ref)[1]
+        return self.turn_of(ref).image_id
+
+    def _held_result(self, ref: str) -> tuple[Result, str | None]:
+        held = self._held.get(base_id(ref))
+        if held is None:
+            raise InvalidInputError(
+                f"result id: expected one of {self.ids()[-12:] or '[] (no results yet)'}, got {ref!r}, which no "
+                "recipe made")
+        return held
 
     def turn_of(self, ref: str) -> Turn:
         """The session turn a result id points into."""
@@ -92,6 +134,8 @@ class Registry:
 
     def result(self, ref: str) -> Result:
         """The result a result id names (one item of it with ``[k]``)."""
+        if isinstance(ref, str) and RECIPE_ID.match(ref):
+            return _item(self._held_result(ref)[0], ref)
         turn = self.turn_of(ref)
         match = RESULT_ID.match(ref)
         assert match is not None  # turn_of checked it
@@ -106,14 +150,7 @@ class Registry:
             raise InvalidInputError(
                 f"result id: expected a kind turn {turn.index} has ({kinds or 'none: it answered in text'}), got {ref!r}"
             )
-        if match.group(3) is not None:
-            index = int(match.group(3))
-            if not -len(result) <= index < len(result):
-                raise InvalidInputError(
-                    f"result id: expected an item index in [0, {len(result)}) for {base} ({len(result)} items), got {ref!r}"
-                )
-            result = result[index]
-        return result
+        return _item(result, ref)
 
     def lineage(self, ref: str) -> Lineage | None:
         """How an id was made, if a tool of this toolkit made it in the current conversation."""
@@ -138,3 +175,15 @@ class Registry:
                 chain.append(record)
                 queue += [base_id(i) for i in record.inputs]
         return chain
+
+
+def _item(result: Result, ref: str) -> Result:
+    """``result``, or its item ``k`` when ``ref`` ends in ``[k]``."""
+    if "[" not in ref:
+        return result
+    index = int(ref[ref.index("[") + 1: -1])
+    if not -len(result) <= index < len(result):
+        raise InvalidInputError(
+            f"result id: expected an item index in [0, {len(result)}) for {base_id(ref)} ({len(result)} items), "
+            f"got {ref!r}")
+    return result[index]

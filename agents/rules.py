@@ -19,7 +19,14 @@ edit       make / turn / change / recolour / paint / replace / remove / add … 
            was found or segmented before, when the clause refers to it)
 chat       describe / what / why / who / which / how / is / are / tell / explain …
 save       save / write / export … ``to <file.png|.json>`` (the last result)
+inspect    inspect / examine ``<the part> [for <defects>]`` → ``inspect_parts``
+measure    measure ``<structures>`` (or ``them``: what was found before) → ``measure_structures``
+map        map ``<classes>`` → ``map_objects``
 =========  ===========================================================================
+
+The recipe clauses read a physical pixel size when the goal gives one ("at 0.05 mm per pixel",
+"0.7 mm/px"); without one their areas stay in pixels. No defects / structures / classes named
+(or only a word like "defects") means every one the recipe knows.
 
 Pronouns (them, it, those …) refer to the objects of the last detect / ground / segment step.
 Class names are singularised ("red circles" → "red circle") to match trained class words.
@@ -40,6 +47,9 @@ _VERBS: dict[str, tuple[str, ...]] = {  # tool → the clause openings that sele
     "save_result": ("save", "write", "export", "store"),
     "generate": ("generate", "draw", "create", "render", "imagine", "synthesise", "synthesize"),
     "segment": ("segment", "cut out", "mask", "outline"),
+    "inspect_parts": ("inspect", "examine"),
+    "measure_structures": ("measure",),
+    "map_objects": ("map",),
     "ground": ("ground", "point to", "point at", "pick out"),
     "detect": ("find", "detect", "locate", "spot", "count", "look for", "search for", "how many", "where are",
                "where is"),
@@ -67,7 +77,15 @@ _FILE = re.compile(r"(\S+\.(?:png|jpe?g|webp|bmp|gif|tiff?|json))\b", re.IGNOREC
 _IRREGULAR = {"people": "person", "persons": "person", "men": "man", "women": "woman", "children": "child",
               "mice": "mouse", "geese": "goose", "feet": "foot", "teeth": "tooth", "humans": "person"}
 _PRIMARY = {"detect": "boxes", "ground": "boxes", "segment": "masks", "pose": "poses", "generate": "images",
-            "edit": "images", "load_image": "image"}
+            "edit": "images", "load_image": "image", "inspect_parts": "masks", "measure_structures": "masks",
+            "map_objects": "masks"}
+_PIXEL_SIZE = re.compile(r"\s*(?:,\s*)?(?:at|with|using)?\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:mm|millimet(?:re|er)s?)\s*"
+                         r"(?:per|/|a)\s*(?:pixel|px)\b", re.IGNORECASE)
+_WHERE = re.compile(r"\s+(?:in|on|across|over|from|of|within)\s+(?:the|this|that|these|those|my|our|an?)\b.*$",
+                    re.IGNORECASE)
+_MEASURE_OF = re.compile(r"^(?:the\s+)?(?:sizes?|areas?|extents?|diameters?|dimensions?)\s+of\s+", re.IGNORECASE)
+_GENERIC = {"defect", "damage", "flaw", "fault", "problem", "issue", "anything", "everything", "object", "thing",
+            "structure", "finding"}
 
 
 def singular(word: str) -> str:
@@ -144,6 +162,9 @@ class _Builder:
 
     def with_image(self, args: dict) -> dict:
         return {**args, "image_id": self.image} if self.image else args
+
+    def with_images(self, args: dict) -> dict:
+        return {**args, "image_ids": [self.image]} if self.image else args
 
     def found(self, step_id: str, output: str, phrase: str | None) -> None:
         self.region = f"${step_id}.{output}"
@@ -249,6 +270,27 @@ class RuleBasedPlanner:
         question = clause + "?" if asks else clause
         b.add("chat", b.with_image({"question": question}), primary=False)
 
+    def _inspect_parts(self, b: _Builder, clause: str) -> None:
+        rest, size = _pixel_size(_rest(clause, "inspect_parts"))
+        match = re.search(r"\bfor\s+(.+)$", rest, re.IGNORECASE)
+        phrase = _WHERE.sub("", match.group(1)) if match else ""
+        args = _named({}, "defects", phrase) | ({"pixel_size": size} if size else {})
+        b.found(b.add("inspect_parts", b.with_images(args)), "masks", phrase if "defects" in args else "defects")
+
+    def _measure_structures(self, b: _Builder, clause: str) -> None:
+        rest, size = _pixel_size(_rest(clause, "measure_structures"))
+        phrase = _WHERE.sub("", _MEASURE_OF.sub("", rest))
+        if _PRONOUN.match(_strip_object(phrase) or "it") and b.phrase:
+            phrase = b.phrase  # "find the lesions and measure them"
+        args = _named({}, "structures", phrase) | ({"pixel_spacing": size} if size else {})
+        b.found(b.add("measure_structures", b.with_images(args)), "masks", phrase or "structures")
+
+    def _map_objects(self, b: _Builder, clause: str) -> None:
+        phrase = _WHERE.sub("", _rest(clause, "map_objects"))
+        if _PRONOUN.match(_strip_object(phrase) or "it") and b.phrase:
+            phrase = b.phrase
+        b.found(b.add("map_objects", b.with_image(_named({}, "classes", phrase))), "masks", phrase or "objects")
+
     def _save_result(self, b: _Builder, clause: str) -> None:
         match = _FILE.search(clause)
         if match is None:
@@ -256,6 +298,20 @@ class RuleBasedPlanner:
         if b.last is None:
             raise GoalNotUnderstoodError(f"goal: {clause!r} saves the last result, got no step with a result before it")
         b.add("save_result", {"result_id": b.last, "path": match.group(1)}, primary=False)
+
+
+def _pixel_size(text: str) -> tuple[str, float | None]:
+    """``text`` without its "at 0.05 mm per pixel", and that size (None when it names none)."""
+    match = _PIXEL_SIZE.search(text)
+    if match is None or float(match.group(1)) <= 0:
+        return text, None
+    return (text[: match.start()] + text[match.end():]).strip(), float(match.group(1))
+
+
+def _named(args: dict, field: str, phrase: str) -> dict:
+    """``args`` with ``field`` set to the class names in ``phrase``, unless it names none (or only generic words)."""
+    names = [] if _PRONOUN.match(_strip_object(phrase) or "it") else classes_of(phrase)
+    return {**args, field: names} if names and not set(names) <= _GENERIC else args
 
 
 def _known() -> str:

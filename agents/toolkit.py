@@ -1,7 +1,8 @@
 """LangChain tools bound to a :class:`~visionllm2.sdk.Session`, one per capability.
 
     toolkit = VisionToolkit(session, allowed_dirs=["data", "out"])
-    tools = toolkit.get_tools()      # detect, ground, segment, pose, generate, edit, chat, load_image, save_result
+    tools = toolkit.get_tools()      # detect, ground, segment, pose, generate, edit, chat, load_image, save_result,
+                                     # and the recipe tools (detect_segment_edit, inspect_parts, …)
     message = tools[0].invoke({"name": "detect", "args": {"classes": ["red circle"]}, "id": "1", "type": "tool_call"})
     message.content                  # "turn0.boxes: 3 boxes on image1 (128×128): red circle ×3 (scores …)"
     message.artifact                 # the Boxes themselves
@@ -12,7 +13,8 @@ the ``Turn`` of a chat) as the artifact. Images and results travel by id (see
 :mod:`visionllm2.agents.schemas`). Bad arguments and failed turns come back as a ``ToolMessage``
 with ``status="error"`` and the SDK's expected-vs-got text; the session is left as it was.
 Only tools the model can serve are offered (no ``generate`` without a ``[GEN]`` decoder); file
-tools only when directories are allowed.
+tools only when directories are allowed. The recipes of :mod:`visionllm2.recipes` come as tools
+too (:mod:`.recipe_tools`); their results get ``"recipe<N>.<kind>"`` ids.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from visionllm2.sdk.errors import InvalidInputError, InvalidPromptError, VisionL
 
 from . import schemas as S
 from .paths import PathPolicy
-from .registry import RESULT_ID, Registry, result_id
+from .registry import Registry, kind_of, result_id
 from .summary import summarise
 
 _DIFFUSION_KEYS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width")
@@ -81,11 +83,15 @@ class VisionToolkit:
         diffusion: default options of ``generate`` / ``edit`` (``num_inference_steps``,
             ``guidance_scale``, ``image_guidance_scale``, ``height``, ``width``).
         max_prompts: most objects ``segment`` takes from result ids in one call (the best-scoring).
+        recipes: offer the recipe tools (``detect_segment_edit``, ``in_context_segment``,
+            ``inspect_parts``, ``measure_structures``, ``map_objects``) the model can serve.
+        any_class: let the domain recipe tools take any class word, not only their domain's
+            vocabulary (what the shipped model was trained on); for a model that knows other words.
     """
 
     def __init__(self, session: Any, allowed_dirs: Sequence[str | os.PathLike[str]] = (),
                  extra_tools: Sequence[BaseTool] = (), diffusion: dict[str, Any] | None = None,
-                 max_prompts: int = 8) -> None:
+                 max_prompts: int = 8, recipes: bool = True, any_class: bool = False) -> None:
         unknown = sorted(set(diffusion or {}) - set(_DIFFUSION_KEYS))
         if unknown:
             raise InvalidInputError(f"diffusion: expected options among {list(_DIFFUSION_KEYS)}, got {unknown}")
@@ -97,9 +103,16 @@ class VisionToolkit:
         self.diffusion = dict(diffusion or {})
         self.max_prompts = max_prompts
         self._image_of: dict[str, str] = {}  # images result id → the session image made from it
-        routes = set(session.model.decoder_of_route)
-        self._tools = [self._tool(spec) for spec in self._specs()
-                       if (spec.route is None or spec.route in routes)
+        self._recipe_outputs: dict[int, tuple[Any, dict[str, str]]] = {}  # id(recipe artifact) → it, its outputs
+        self.any_class = bool(any_class)
+        self.routes = set(session.model.decoder_of_route)
+        specs = self._specs()
+        if recipes:
+            from .recipe_tools import RecipeTools  # the recipes (shapely, supervision) load only when wanted
+
+            specs += RecipeTools(self).specs()
+        self._tools = [self._tool(spec) for spec in specs
+                       if (spec.route is None or spec.route in self.routes)
                        and (not spec.files or self.paths.roots)]
         names = [t.name for t in self._tools]
         for tool in extra_tools:
@@ -132,6 +145,8 @@ class VisionToolkit:
             return {"image": artifact.image_id}
         if isinstance(artifact, SavedFile):
             return {"path": str(artifact.path)}
+        if id(artifact) in self._recipe_outputs and self._recipe_outputs[id(artifact)][0] is artifact:
+            return dict(self._recipe_outputs[id(artifact)][1])
         turn = artifact if isinstance(artifact, Turn) else None
         if isinstance(artifact, Result) and artifact.turn is not None and artifact.turn < len(self.session.turns):
             turn = self.session.turns[artifact.turn]
@@ -205,13 +220,13 @@ class VisionToolkit:
             return current, [current]
         if image_id in self.session.images:
             return image_id, [image_id]
-        if isinstance(image_id, str) and RESULT_ID.match(image_id):
+        if kind_of(image_id) is not None:
             result = self.registry.result(image_id)
             if not isinstance(result, Images):
                 raise InvalidInputError(
                     f"image_id: expected an image id or an images result id, got {image_id!r}, which holds "
                     f"{type(result).__name__}; to look at the image those came from pass "
-                    f"'{self.registry.turn_of(image_id).image_id}'")
+                    f"'{self.registry.image_of(image_id)}'")
             if image_id in self._image_of and self._image_of[image_id] in self.session.images:
                 return self._image_of[image_id], [image_id]
             return result.images[0], [image_id]
@@ -219,11 +234,17 @@ class VisionToolkit:
             f"image_id: expected one of {sorted(self.session.images) or '[] (load an image first)'} or an images "
             f"result id such as 'turn3.images', got {image_id!r}")
 
+    def _adopt(self, ref: str, picture: Image.Image) -> str:
+        """The session image for the images result ``ref`` (``picture``), added to the session when new."""
+        if ref not in self._image_of or self._image_of[ref] not in self.session.images:
+            self._image_of[ref] = self.session.set_image(picture)
+            self.registry.add_image(self._image_of[ref], "image_of", {"result_id": ref}, [ref])
+        return self._image_of[ref]
+
     def _record(self, turn: Turn, tool: str, args: S.ToolArgs, inputs: list[str],
                 replaced: Result | None = None) -> list[str]:
         for ref in inputs:  # an images result looked at for the first time became a session image
-            match = RESULT_ID.match(ref)
-            if match and match.group(2) == "images" and ref not in self._image_of and turn.image_id:
+            if kind_of(ref) == "images" and ref not in self._image_of and turn.image_id:
                 self._image_of[ref] = turn.image_id
                 self.registry.add_image(turn.image_id, "image_of", {"result_id": ref}, [ref])
         return self.registry.add_turn(turn, tool, args.model_dump(exclude_none=True), inputs, replaced)
@@ -246,7 +267,7 @@ class VisionToolkit:
                 raise InvalidPromptError(
                     f"prompts: expected objects, got {ref!r}, which is empty (nothing was found for {result.asked}); "
                     "detect with other class names first")
-            image_ids.add(self.registry.turn_of(ref).image_id)
+            image_ids.add(self.registry.image_of(ref))
             prompts += list(result)
             scores += result.scores.tolist()
         if len(image_ids) > 1:
@@ -358,7 +379,10 @@ class VisionToolkit:
             elif isinstance(result, Images):
                 result.images[0].save(path)
             else:
-                image_id = self.registry.turn_of(args.result_id).image_id
+                image_id = self.registry.image_of(args.result_id)
+                if image_id not in self.session.images:
+                    raise InvalidInputError(f"path: expected '.json' for {args.result_id}, whose image is not in the "
+                                            f"session to draw on, got {path.name!r}")
                 result.annotate(self.session.images[image_id].picture).save(path)
         return f"saved {args.result_id} to {path}", SavedFile(path, args.result_id)
 

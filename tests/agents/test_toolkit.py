@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from visionllm2.agents import LoadedImage, PathNotAllowedError, PathPolicy, SavedFile, VisionToolkit
 from visionllm2.sdk import Boxes, Images, InvalidInputError, Masks, Poses, Session, Turn
 
+RECIPE_TOOLS = ["detect_segment_edit", "in_context_segment", "inspect_parts", "measure_structures", "map_objects"]
+
 
 def call(toolkit: VisionToolkit, name: str, **args) -> ToolMessage:
     return toolkit.tool(name).invoke({"name": name, "args": args, "id": f"call-{name}", "type": "tool_call"})
@@ -25,14 +27,15 @@ def state(session: Session):
 def test_tools_are_offered_by_capability_with_schemas_and_artifacts(toolkit, full_model):
     tools = toolkit.get_tools()
     assert [t.name for t in tools] == ["detect", "ground", "segment", "pose", "generate", "edit", "chat",
-                                       "load_image", "save_result"]
+                                       "load_image", "save_result", *RECIPE_TOOLS]
     for tool in tools:
         assert tool.response_format == "content_and_artifact" and len(tool.description) > 40
         assert issubclass(tool.args_schema, BaseModel) and tool.metadata["outputs"]
     assert "classes" in toolkit.tool("detect").args  # what an LLM is shown
     # the tiny preset has no diffusion decoders, and no directory is allowed: no generate/edit/file tools
     plain = VisionToolkit(Session.from_pretrained("tiny", max_new_tokens=8))
-    assert [t.name for t in plain.get_tools()] == ["detect", "ground", "segment", "pose", "chat"]
+    assert [t.name for t in plain.get_tools()] == ["detect", "ground", "segment", "pose", "chat", *RECIPE_TOOLS]
+    assert [t.name for t in VisionToolkit(plain.session, recipes=False).get_tools()][-1] == "chat"
 
 
 def test_detect_segment_edit_hand_on_ids_and_keep_lineage(toolkit, session):
