@@ -114,3 +114,18 @@ def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path
     grafted = ("sd.", "ip2p.", "emb_embeddings_gen", "emb_embeddings_edit")
     assert all(torch.equal(state[k], v) for k, v in donor.state_dict().items() if k.startswith(grafted))
     assert all(torch.equal(state[k], v) for k, v in base.state_dict().items() if not k.startswith(grafted))
+
+
+def test_shipped_model_lookup(monkeypatch, tmp_path):
+    from visionllm2.model import checkpoint
+    from visionllm2.model.errors import CheckpointError
+
+    assert checkpoint.shipped_model_dir("tiny") is None and checkpoint.shipped_model_dir("/some/dir") is None
+    monkeypatch.setattr(checkpoint, "SHIPPED_MODELS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="reinstall"):
+        checkpoint.shipped_model_dir("shapes")
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "shapes"))
+    assert checkpoint.shipped_model_dir("shapes") == tmp_path / "shapes"
+    from visionllm2.sdk import Session
+
+    assert Session.from_pretrained("shapes", device="cpu").model.config.preset_name == "tiny"
