@@ -4,7 +4,8 @@ Every number comes from the same calls a user makes (``session.detect``, ``segme
 ``pose``, ``ask``, ``generate``, ``edit``), one fresh conversation per sample, so it measures the
 product, not a training shortcut:
 
-- detection / segmentation: COCO bbox and mask AP (pycocotools) over the asked classes;
+- detection / segmentation: COCO bbox and mask AP (pycocotools) over the asked classes, ranking every
+  detection above 0.01 as COCO does (the session's display threshold is restored after);
 - grounding: accuracy of the returned box at IoU ≥ 0.5;
 - interactive segmentation: mean mask IoU of the answer to each visual prompt;
 - pose: COCO keypoint AP (OKS) per figure kind;
@@ -18,6 +19,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,7 @@ from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
 from visionllm2.sdk import Mask, Session
 
+EVAL_SCORE_THRESHOLD = 0.01  # detections kept for AP (the session's default display threshold is higher)
 ROUTE_TASKS = ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit")
 #: The metric each task reports in the summary table, and the target the shipped model aims at.
 HEADLINE: dict[str, tuple[str, float]] = {
@@ -167,6 +170,28 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
     world = ShapesWorld(session.processor, "heldout", domains=tuple(domains))
     result = Evaluation()
     loaded = set(session.model.decoders())
+    with _all_detections(session.model):
+        _score_tasks(session, world, tasks, count, loaded, result, progress)
+    session.reset()
+    return result
+
+
+@contextmanager
+def _all_detections(model):
+    """COCO AP ranks every detection: lower the decoders' display threshold while scoring."""
+    configs = [c for c in (model.config.detection, model.config.pose) if c is not None]
+    saved = [c.score_threshold for c in configs]
+    for config in configs:
+        config.score_threshold = EVAL_SCORE_THRESHOLD
+    try:
+        yield
+    finally:
+        for config, threshold in zip(configs, saved):
+            config.score_threshold = threshold
+
+
+def _score_tasks(session: Session, world: ShapesWorld, tasks: Sequence[str], count: int, loaded: set[str],
+                 result: Evaluation, progress: Callable[[str], None] | None) -> None:
     for task in tasks:
         decoder = _DECODER_OF_TASK.get(task)
         if decoder is not None and decoder not in loaded:
@@ -180,5 +205,3 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
         result.metrics[task] = SCORERS[task](session, samples)
         result.counts[task] = len(samples)
         result.seconds[task] = time.perf_counter() - start
-    session.reset()
-    return result
