@@ -46,8 +46,9 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage1.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage2.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3.json
+	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3b.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3_generation.json
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage3/model $(SHAPES_RUNS)/stage3_generation/model model/weights/shapes --half
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage3b/model $(SHAPES_RUNS)/stage3_generation/model model/weights/shapes --half
 	$(VENV)/bin/visionllm2 eval --model shapes --count 100 --json $(SHAPES_RUNS)/eval.json
 
 clean:
