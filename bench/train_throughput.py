@@ -2,8 +2,8 @@
 
     python bench/train_throughput.py --preset shapes --steps 6 --batch-size 8
 
-Each stage is set up as `visionllm2 train` sets it up (stage 1 chat, stage 2 LoRA + decoders, stage 3
-decoders only); every group is timed over the same number of steps after one warm-up step. Figures
+Each stage is set up as `visionllm2 train` sets it up (stage 0 denoisers on captions, stage 1 chat,
+stage 2 LoRA + decoders, stage 3 decoders only); every group is timed over the same number of steps after one warm-up step. Figures
 are absolute for this machine; compare stages and groups as ratios within one run.
 """
 
@@ -19,8 +19,8 @@ from visionllm2.model.training import TrainConfig, Trainer
 from visionllm2.model.training.sources import ShapesSource
 
 GROUP_TASKS = {"lm": {"chat": 1.0}, "gdino": {"detect": 1.0, "segment": 1.0, "ground": 1.0, "interactive": 1.0},
-               "unipose": {"pose": 1.0}}
-STAGE_GROUPS = {1: ("lm",), 2: ("lm", "gdino", "unipose"), 3: ("gdino", "unipose")}
+               "unipose": {"pose": 1.0}, "sd": {"generate": 1.0}, "ip2p": {"edit": 1.0}}
+STAGE_GROUPS = {0: ("sd", "ip2p"), 1: ("lm",), 2: ("lm", "gdino", "unipose"), 3: ("gdino", "unipose", "sd", "ip2p")}
 
 
 def measure(preset: str, stage: int, group: str, steps: int, batch_size: int) -> float:
