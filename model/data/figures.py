@@ -12,15 +12,14 @@ side it shows (a dog facing right shows its left legs; its far legs are drawn da
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
-from .shapes import BACKGROUNDS, SUPERSAMPLE, _background
+from .shapes import BACKGROUNDS, SUPERSAMPLE, _background, finish_picture
 
 FIGURE_KEYPOINTS: dict[str, tuple[str, ...]] = {
     "person": ("head", "neck", "left shoulder", "right shoulder", "left elbow", "right elbow", "left hand",
@@ -323,13 +322,7 @@ def render_figures(seed: int, size: int = 128, kind: str | None = None, count: t
         if mask.any():  # the box is the figure's own drawing, occluded keypoints included
             figures.append(Figure(kind, _tight_box(own), mask, _keypoints(p, mask, near, far, size)))
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-    if jpeg if jpeg is not None else rng.random() < 0.3:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=int(rng.integers(40, 85)))
-        image = Image.open(buffer).convert("RGB")
-    elif style == "noise":
-        image = image.filter(ImageFilter.GaussianBlur(0.3))
-    return FigureScene(image, kind, figures)
+    return FigureScene(finish_picture(image, rng, style, jpeg), kind, figures)
 
 
 def _tight_box(mask: np.ndarray) -> np.ndarray:

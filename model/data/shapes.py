@@ -123,10 +123,16 @@ def render_scene(seed: int, size: int = 128, count: tuple[int, int] = (1, 4), jp
         box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
         objects.append(ShapeObject(kind, colour, "large" if radius > 0.15 * size else "small",
                                    place_word(box, size), box, mask))
+    return Scene(finish_picture(canvas, rng, style, jpeg), objects)
+
+
+def finish_picture(image: Image.Image, rng: np.random.Generator, style: str, jpeg: bool | None) -> Image.Image:
+    """The last look of a rendered picture: JPEG artefacts (``jpeg``, or 30 % of the time when
+    ``None``, quality 40–84), else a slight blur of a noisy background."""
     if jpeg if jpeg is not None else rng.random() < 0.3:
         buffer = io.BytesIO()
-        canvas.save(buffer, format="JPEG", quality=int(rng.integers(40, 85)))
-        canvas = Image.open(buffer).convert("RGB")
-    elif style == "noise":
-        canvas = canvas.filter(ImageFilter.GaussianBlur(0.3))
-    return Scene(canvas, objects)
+        image.save(buffer, format="JPEG", quality=int(rng.integers(40, 85)))
+        return Image.open(buffer).convert("RGB")
+    if style == "noise":
+        return image.filter(ImageFilter.GaussianBlur(0.3))
+    return image
