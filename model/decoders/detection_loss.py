@@ -16,7 +16,7 @@ from transformers.image_transforms import center_to_corners_format
 from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher
 from transformers.loss.loss_for_object_detection import dice_loss, generalized_box_iou, sigmoid_focal_loss
 
-from ..config import DetectionConfig
+from ..config import DetectionConfig, PoseConfig
 from ..errors import InvalidInputError
 from .detection import DetectorInputs, DetectorRaw
 
@@ -42,6 +42,25 @@ def _normalised(target: DetectionTarget, original: tuple[int, int], device: torc
     cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
                           xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], -1)
     return {"class_labels": labels, "boxes": cxcywh}
+
+
+def box_set_losses(logits: torch.Tensor, boxes: torch.Tensor, indices, targets, num_boxes: float,
+                   config: DetectionConfig | PoseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted focal classification, L1 and GIoU losses of Hungarian-matched queries (DETR-style).
+
+    logits ``(B, Q, G)``, boxes ``(B, Q, 4)`` cxcywh in [0, 1]; ``indices``: per image (query ids,
+    target ids); ``targets``: per image ``{"class_labels", "boxes"}``. Shared by detection and pose.
+    """
+    onehot = torch.zeros_like(logits)
+    for b, (q, t) in enumerate(indices):
+        onehot[b, q, targets[b]["class_labels"][t]] = 1.0
+    # sigmoid_focal_loss averages over queries; × Q makes it a sum per box as in Deformable DETR.
+    focal = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=config.focal_alpha) * logits.shape[1]
+    matched = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
+    truth = torch.cat([targets[b]["boxes"][t] for b, (_, t) in enumerate(indices)])
+    l1 = F.l1_loss(matched, truth, reduction="sum") / num_boxes
+    giou = (1 - torch.diag(generalized_box_iou(center_to_corners_format(matched), center_to_corners_format(truth)))).sum() / num_boxes
+    return config.class_weight * focal, config.box_l1_weight * l1, config.giou_weight * giou
 
 
 def _mask_losses(pred: torch.Tensor, target_masks: list[torch.Tensor], inputs: DetectorInputs, points: int,
@@ -92,18 +111,8 @@ def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inpu
     losses: dict[str, torch.Tensor] = {}
     for name, logits, boxes, stage_masks in stages:
         indices = matcher({"logits": logits, "pred_boxes": boxes}, normalised)
-        onehot = torch.zeros_like(logits)
-        for b, (q, t) in enumerate(indices):
-            onehot[b, q, normalised[b]["class_labels"][t]] = 1.0
-        # sigmoid_focal_loss averages over queries; × Q makes it a sum per box as in Deformable DETR.
-        focal = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=config.focal_alpha) * logits.shape[1]
-        matched = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
-        truth = torch.cat([normalised[b]["boxes"][t] for b, (_, t) in enumerate(indices)])
-        l1 = F.l1_loss(matched, truth, reduction="sum") / num_boxes
-        giou = (1 - torch.diag(generalized_box_iou(center_to_corners_format(matched), center_to_corners_format(truth)))).sum() / num_boxes
-        losses[f"{name}_class"] = config.class_weight * focal
-        losses[f"{name}_l1"] = config.box_l1_weight * l1
-        losses[f"{name}_giou"] = config.giou_weight * giou
+        losses[f"{name}_class"], losses[f"{name}_l1"], losses[f"{name}_giou"] = box_set_losses(
+            logits, boxes, indices, normalised, num_boxes, config)
         if stage_masks is not None and masks is not None:
             pred = [stage_masks[b, q] for b, (q, _) in enumerate(indices)]
             truth_masks = [masks[b][t] for b, (_, t) in enumerate(indices)]

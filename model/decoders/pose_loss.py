@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from transformers.image_transforms import center_to_corners_format
 from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher
-from transformers.loss.loss_for_object_detection import generalized_box_iou, sigmoid_focal_loss
+from transformers.loss.loss_for_object_detection import generalized_box_iou
 
 from ..config import PoseConfig
 from ..errors import InvalidInputError
 from .detection import DetectorInputs
+from .detection_loss import box_set_losses
 
 #: COCO's per-keypoint OKS sigmas, by COCO person keypoint name.
 COCO_SIGMAS: dict[str, float] = dict(zip(
@@ -121,20 +122,6 @@ def match_instances(logits: torch.Tensor, boxes: torch.Tensor, keypoints: torch.
     return torch.as_tensor(rows, dtype=torch.long, device=device), torch.as_tensor(cols, dtype=torch.long, device=device)
 
 
-def _box_losses(logits: torch.Tensor, boxes: torch.Tensor, indices, targets, num_boxes: float,
-                config: PoseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    onehot = torch.zeros_like(logits)
-    for b, (q, t) in enumerate(indices):
-        onehot[b, q, targets[b]["class_labels"][t]] = 1.0
-    # sigmoid_focal_loss averages over queries; × Q makes it a sum per box as in Deformable DETR.
-    focal = sigmoid_focal_loss(logits, onehot, num_boxes, alpha=config.focal_alpha) * logits.shape[1]
-    matched = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
-    truth = torch.cat([targets[b]["boxes"][t] for b, (_, t) in enumerate(indices)])
-    l1 = F.l1_loss(matched, truth, reduction="sum") / num_boxes
-    giou = (1 - torch.diag(generalized_box_iou(center_to_corners_format(matched), center_to_corners_format(truth)))).sum()
-    return config.class_weight * focal, config.box_l1_weight * l1, config.giou_weight * giou / num_boxes
-
-
 def pose_loss(raw, targets: list[PoseTarget | None], inputs: DetectorInputs, sigmas: list[np.ndarray],
               config: PoseConfig) -> dict[str, torch.Tensor]:
     """Weighted losses over every decoder layer and the proposals; keys name each part.
@@ -157,7 +144,7 @@ def pose_loss(raw, targets: list[PoseTarget | None], inputs: DetectorInputs, sig
     box_stages = [(f"box{l}", raw.box_logits[l], raw.box_boxes[l]) for l in range(raw.box_logits.shape[0])]
     for name, logits, boxes in [*box_stages, ("encoder", raw.encoder_logits, raw.encoder_boxes)]:
         indices = matcher({"logits": logits, "pred_boxes": boxes}, normalised)
-        parts = _box_losses(logits, boxes, indices, normalised, num_boxes, config)
+        parts = box_set_losses(logits, boxes, indices, normalised, num_boxes, config)
         losses.update({f"{name}_{key}": value for key, value in zip(("class", "l1", "giou"), parts)})
     sigma_tensors = [torch.as_tensor(s, device=device) for s in sigmas]
     first = raw.box_logits.shape[0]
@@ -168,7 +155,7 @@ def pose_loss(raw, targets: list[PoseTarget | None], inputs: DetectorInputs, sig
             j = joints[b]
             indices.append(match_instances(raw.logits[k, b], raw.boxes[k, b], raw.keypoints[k, b, :, :j], target,
                                            sigma_tensors[b], inputs.original[b], config))
-        parts = _box_losses(raw.logits[k], raw.boxes[k], indices, normalised, num_boxes, config)
+        parts = box_set_losses(raw.logits[k], raw.boxes[k], indices, normalised, num_boxes, config)
         losses.update({f"{name}_{key}": value for key, value in zip(("class", "l1", "giou"), parts)})
         l1, oks_loss, visibility = [], [], []
         for b, ((q, t), target) in enumerate(zip(indices, normalised)):
