@@ -272,7 +272,7 @@ def data(
     from visionllm2.model.data.domains import DOMAINS, render_domain
     from visionllm2.model.data.figures import render_figures
     from visionllm2.model.data.shapes import render_scene
-    from visionllm2.model.data.tasks import SPLITS
+    from visionllm2.model.data.tasks import SPLITS, split_seed
 
     renderers = {"shapes": render_scene, "figures": render_figures,
                  **{d: (lambda seed, d=d: render_domain(d, seed)) for d in DOMAINS}}
@@ -280,8 +280,7 @@ def data(
         console.print(f"[red]data: expected --kind in {sorted(renderers)}, --split in {list(SPLITS)} and --count ≥ 1; "
                       f"got {kind!r}, {split!r}, {count}[/red]")
         raise typer.Exit(2)
-    offset = SPLITS.index(split)
-    scenes = [renderers[kind](2 * index + offset) for index in range(count)]
+    scenes = [renderers[kind](split_seed(index, split)) for index in range(count)]
     path = save_coco(scenes_to_coco(scenes, out), out / "annotations.json")  # images beside it: the default root
     console.print(f"wrote {count} {kind} scenes ({split}) and [bold]{path}[/bold]")
 

@@ -34,7 +34,7 @@ COCO_TASKS = ("detect", "segment", "pose")
 # ---------------------------------------------------------------------------------- writing
 def _category_name(scene: Scene | FigureScene, item: Any) -> str:
     """ShapesWorld's classes are "colour kind" ("red circle"); domain objects and figures: the kind."""
-    return item.kind if isinstance(scene, FigureScene) else f"{item.colour} {item.kind}".strip()
+    return item.kind if isinstance(scene, FigureScene) else item.name
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:

@@ -38,7 +38,8 @@ class ShapeObject:
 
     @property
     def name(self) -> str:
-        return f"{self.colour} {self.kind}"
+        """The class name: "red circle"; just the kind for objects without a colour word (domain packs)."""
+        return f"{self.colour} {self.kind}".strip()
 
 
 @dataclass

@@ -42,6 +42,11 @@ DEFAULT_TASKS: dict[str, float] = {
 }
 
 
+def split_seed(index: int, split: str) -> int:
+    """The scene seed of the ``index``-th sample of a split: train even, held-out odd, never shared."""
+    return 2 * index + SPLITS.index(split)
+
+
 @dataclass
 class ShapesWorld:
     """A seeded stream of training conversations.
@@ -71,8 +76,7 @@ class ShapesWorld:
         self._names, self._weights = names, weights / weights.sum()
 
     def seed(self, index: int) -> int:
-        """Train uses even seeds, held-out odd ones: the splits never share a scene."""
-        return 2 * index + SPLITS.index(self.split)
+        return split_seed(index, self.split)
 
     def sample(self, index: int, task: str | None = None) -> Sample:
         """The ``index``-th sample (of ``task``, or of a task drawn by weight)."""
@@ -103,13 +107,9 @@ def _target(objects: Sequence[ShapeObject], labels: Sequence[int], size: int) ->
                            np.stack([o.mask for o in objects]))
 
 
-def _class_name(obj: ShapeObject) -> str:
-    return obj.name.strip()
-
-
 def _asked_classes(scene: Scene, rng: np.random.Generator, world: ShapesWorld) -> list[str]:
     """The present classes plus a few absent ones (so that "not there" is learned), shuffled, ≤ 5."""
-    present = list(dict.fromkeys(_class_name(o) for o in scene.objects))
+    present = list(dict.fromkeys(o.name for o in scene.objects))
     packs = _domain_classes(world.domains)
     domain = next((d for d, classes in packs.items() if set(present) & set(classes)), None)
     vocabulary = packs[domain] if domain else [f"{c} {s}" for c in COLOURS for s in SHAPES]
@@ -168,7 +168,7 @@ def _classes_task(task: str, route: str):
     def build(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
         scene = world.scene(seed, rng)
         asked = _asked_classes(scene, rng, world)
-        labelled = [(o, asked.index(_class_name(o))) for o in scene.objects if _class_name(o) in asked]
+        labelled = [(o, asked.index(o.name)) for o in scene.objects if o.name in asked]
         question = (templates.detect_question if task == "detect" else templates.segment_question)(asked)
         answer = templates.group_answer(world.processor, route, asked)
         target = _target([o for o, _ in labelled], [i for _, i in labelled], world.image_size)
@@ -187,7 +187,7 @@ def _classes_task(task: str, route: str):
 def referring_expressions(obj: ShapeObject, objects: Sequence[ShapeObject]) -> list[str]:
     """Expressions (without "the") that name ``obj`` and no other object, most specific last."""
     same = [o for o in objects if o.kind == obj.kind and o.colour == obj.colour]
-    name = _class_name(obj)
+    name = obj.name
     candidates: list[tuple[str, list[ShapeObject]]] = [
         (name, same),
         (f"{obj.size} {name}", [o for o in same if o.size == obj.size]),
