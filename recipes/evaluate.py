@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import supervision as sv
 
 from visionllm2.model.data.checker import check_picture
-from visionllm2.model.data.samples import Sample
+from visionllm2.model.data.samples import TASK_DECODERS, Sample
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
@@ -55,16 +56,15 @@ class Evaluation:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    """IoU of two xyxy boxes (supervision's)."""
+    return float(sv.box_iou_batch(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0, 0])
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+    """IoU of two bool ``(H, W)`` masks (supervision's); 0 when both are empty."""
+    if not (a.any() or b.any()):
+        return 0.0
+    return float(sv.mask_iou_batch(np.asarray(a, bool)[None], np.asarray(b, bool)[None])[0, 0])
 
 
 def normalise_answer(text: str) -> str:
@@ -155,8 +155,6 @@ SCORERS: dict[str, Callable[[Session, Sequence[Sample]], dict[str, float]]] = {
     "ground": _ground, "interactive": _interactive, "pose": _pose, "chat": _chat,
     "generate": lambda s, x: _pictures(s, x, "generate"), "edit": lambda s, x: _pictures(s, x, "edit"),
 }
-_DECODER_OF_TASK = {"detect": "gdino", "segment": "gdino", "ground": "gdino", "interactive": "gdino",
-                    "pose": "unipose", "generate": "sd", "edit": "ip2p"}
 
 
 def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 50, domains: Sequence[str] = (),
@@ -193,7 +191,7 @@ def _all_detections(model):
 def _score_tasks(session: Session, world: ShapesWorld, tasks: Sequence[str], count: int, loaded: set[str],
                  result: Evaluation, progress: Callable[[str], None] | None) -> None:
     for task in tasks:
-        decoder = _DECODER_OF_TASK.get(task)
+        decoder = TASK_DECODERS[task]
         if decoder is not None and decoder not in loaded:
             result.skipped[task] = f"the model has no {decoder} decoder"
             continue
