@@ -49,3 +49,12 @@ class Sample:
     def decoder(self) -> str | None:
         """The decoder this sample trains; batches hold one decoder's samples."""
         return TASK_DECODERS[self.task]
+
+    @property
+    def group(self) -> str:
+        """The trainer's batch group: the decoder's name, or ``"lm"`` for text-only samples."""
+        return group_of(self.task)
+
+
+def group_of(task: str) -> str:
+    return TASK_DECODERS[task] or "lm"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..data.samples import TASK_DECODERS, Sample
+from ..data.samples import Sample, group_of
 from ..data.tasks import ShapesWorld
 from ..errors import InvalidInputError
 from ..processor import Processor
@@ -23,10 +23,6 @@ from ..processor import Processor
 
 class SampleSource(Protocol):
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Sample]: ...
-
-
-def _group_of(task: str) -> str:
-    return TASK_DECODERS[task] or "lm"
 
 
 class ShapesSource:
@@ -39,10 +35,10 @@ class ShapesSource:
         weights: dict[str, float] = defaultdict(float)
         for task, weight in tasks.items():
             if weight > 0:
-                weights[_group_of(task)] += weight
+                weights[group_of(task)] += weight
         self.groups = sorted(weights)
         self.group_weights = np.array([weights[g] for g in self.groups]) / sum(weights.values())
-        self.tasks = {g: [(t, w) for t, w in tasks.items() if w > 0 and _group_of(t) == g] for g in self.groups}
+        self.tasks = {g: [(t, w) for t, w in tasks.items() if w > 0 and group_of(t) == g] for g in self.groups}
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Sample]:
         rng = np.random.default_rng([self.seed, step])
@@ -61,7 +57,7 @@ class ListSource:
             raise InvalidInputError("training data: expected at least one sample, got none")
         self.by_group: dict[str, list[Sample]] = defaultdict(list)
         for sample in samples:
-            self.by_group[_group_of(sample.task)].append(sample)
+            self.by_group[sample.group].append(sample)
         self.groups = sorted(self.by_group)
         sizes = np.array([len(self.by_group[g]) for g in self.groups], dtype=np.float64)
         self.group_weights = sizes / sizes.sum()

@@ -153,7 +153,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        group = samples[0].decoder or "lm"
+        group = samples[0].group
         record: dict[str, Any] = {
             "step": self.step, "group": group, "tasks": sorted({s.task for s in samples}),
             "loss": output.loss.item(), "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
