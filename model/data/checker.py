@@ -22,10 +22,15 @@ from .shapes import COLOURS, SHAPES, SUPERSAMPLE, _polygon, place_word
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 
 
+def background_colour(picture: np.ndarray) -> np.ndarray:
+    """The median RGB of the border pixels, float32 ``(3,)``."""
+    border = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]).astype(np.float32)
+    return np.median(border, 0)
+
+
 def foreground(picture: np.ndarray, threshold: float = 60.0) -> np.ndarray:
     """The largest connected region whose colour differs from the border's median, bool ``(H, W)``."""
-    border = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]).astype(np.float32)
-    distance = np.linalg.norm(picture.astype(np.float32) - np.median(border, 0), axis=-1)
+    distance = np.linalg.norm(picture.astype(np.float32) - background_colour(picture), axis=-1)
     labels, count = ndimage.label(distance > threshold)
     if count == 0:
         return np.zeros(picture.shape[:2], bool)
@@ -97,9 +102,7 @@ def check_picture(image: Image.Image, colour: str, kind: str, place: str) -> dic
     ys, xs = np.nonzero(mask)
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
     if picture.shape[1] < 96:  # soft coverage of the object: 1 at its colour, 0 at the background's
-        border = np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]).astype(np.float32)
-        background = np.median(border, 0)
-        span = max(float(np.linalg.norm(median - background)), 1.0)
+        span = max(float(np.linalg.norm(median - background_colour(picture))), 1.0)
         alpha = np.clip(1 - np.linalg.norm(picture.astype(np.float32) - median, axis=-1) / span, 0, 1)
         alpha = alpha * ndimage.binary_dilation(mask, iterations=2)
         found_kind = shape_by_matching(alpha)
