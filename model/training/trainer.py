@@ -180,8 +180,9 @@ class Trainer:
 
         config = self.config
         finished = self.output_dir / FINISHED_NAME
-        if finished.is_file() and json.loads(finished.read_text())["step"] >= config.steps:
-            return TrainResult(json.loads(finished.read_text())["step"], [], self.output_dir / "model")  # done before
+        done = json.loads(finished.read_text())["step"] if finished.is_file() else 0
+        if done >= config.steps:  # finished before: running the stage again is a no-op
+            return TrainResult(done, [], self.output_dir / "model")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             (self.output_dir / "train_config.json").write_text(config.to_json())
