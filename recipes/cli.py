@@ -243,8 +243,13 @@ def attach(
     donor: Annotated[Path, typer.Argument(help="A model directory with decoders the base lacks.")],
     out: Annotated[Path, typer.Argument(help="Where to write the combined model.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store float16 weights (half the size; loads as float32).")] = False,
+    decoder: Annotated[list[str] | None, typer.Option(
+        help="Graft this decoder (repeat for several), replacing BASE's own; default: those only DONOR has.")] = None,
 ) -> None:
-    """Graft the decoders (and their routes' query tables) that only DONOR has onto BASE."""
+    """Graft decoders (and their routes' query tables) of DONOR onto BASE.
+
+    By default the decoders BASE lacks (stage 0's denoisers); with --decoder, the named ones, e.g. a
+    pose decoder trained further in its own run from the same stage-2 model."""
     import torch
 
     from visionllm2.model.training.stages import attach_decoders
@@ -252,7 +257,8 @@ def attach(
     from visionllm2.sdk import VisionLLMError
 
     try:
-        merged = attach_decoders(VisionLLMv2.from_pretrained(str(base)), VisionLLMv2.from_pretrained(str(donor)))
+        merged = attach_decoders(VisionLLMv2.from_pretrained(str(base)), VisionLLMv2.from_pretrained(str(donor)),
+                                  decoder or None)
     except VisionLLMError as error:
         console.print(f"[red]attach: {escape(str(error))}[/red]")
         raise typer.Exit(2) from error

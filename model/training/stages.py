@@ -8,6 +8,9 @@ base weights when the stage ends, so the saved model loads without peft.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 from ..visionllm import VisionLLMv2
@@ -52,24 +55,48 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
             "backbone": [p for p in trainable if id(p) not in decoder_ids]}
 
 
-def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2) -> VisionLLMv2:
-    """``model`` with the decoders only ``donor`` has (config, weights and their routes' query tables),
-    e.g. stage 0's denoisers, or generation decoders whose link was trained beside the other decoders."""
+DECODER_CONFIG_FIELDS = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
+
+
+def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str] | None = None) -> VisionLLMv2:
+    """``model`` with decoders of ``donor`` grafted on: their config, weights and their routes' query tables.
+
+    names: the decoders to take. ``None`` takes those only ``donor`` has (e.g. stage 0's denoisers,
+    whose link is trained afterwards). Naming a decoder ``model`` already has replaces it — e.g. a pose
+    decoder trained further in its own run; that only makes sense when both models share the LLM the
+    decoder reads, so everything outside the grafted parts must be equal, else :class:`InvalidInputError`.
+    """
     import dataclasses
 
-    fields = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
-    added = [name for name in donor.decoders() if name not in model.decoders()]
-    config = dataclasses.replace(model.config, **{fields[n]: getattr(donor.config, fields[n]) for n in added})
-    from ..decoders import build_decoders
-
-    merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
-    state = model.state_dict()
-    donor_state = donor.state_dict()
-    # The decoders' weights, and the super-link query tables of their routes (trained with them).
     from .. import tokens as T
+    from ..decoders import build_decoders
+    from ..errors import InvalidInputError
 
-    tables = {f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[r]}" for n in added for r in donor.decoders()[n].routes}
-    state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in {*added, *tables}})
+    if names is None:
+        names = [name for name in donor.decoders() if name not in model.decoders()]
+    names = list(dict.fromkeys(names))
+    missing = [name for name in names if name not in donor.decoders()]
+    if missing:
+        raise InvalidInputError(f"attach: the donor has decoders {sorted(donor.decoders())}, not {missing}")
+    tables = {f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[r]}" for n in names for r in donor.decoders()[n].routes}
+    grafted = {*names, *tables}
+    state, donor_state = model.state_dict(), donor.state_dict()
+    replaced = [name for name in names if name in model.decoders()]
+    if replaced:
+        # Other decoders and query tables may differ (each run trains its own); the rest may not.
+        own = {*model.decoders(), *QUERY_TABLES}
+        differ = sorted(k for k, v in state.items() if k.split(".")[0] not in own
+                        and (k not in donor_state or not torch.equal(v, donor_state[k])))
+        if differ:
+            raise InvalidInputError(
+                f"attach: replacing {replaced} needs the same LLM, vision tower and bridge in both models "
+                f"(the decoders read their states); {len(differ)} weights differ, e.g. {differ[0]!r}")
+    fields = {DECODER_CONFIG_FIELDS[n]: getattr(donor.config, DECODER_CONFIG_FIELDS[n]) for n in names}
+    config = dataclasses.replace(model.config, **fields)
+    merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
+    # Drop the replaced decoders' own weights: the donor's may differ in size (strict load below).
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in grafted}
+    state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in grafted})
     merged.load_state_dict(state, strict=True)
     return merged
 

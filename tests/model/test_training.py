@@ -116,6 +116,32 @@ def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path
     assert all(torch.equal(state[k], v) for k, v in base.state_dict().items() if not k.startswith(grafted))
 
 
+def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
+    from visionllm2.model.errors import InvalidInputError
+    from visionllm2.model.training.stages import attach_decoders
+
+    torch.manual_seed(0)
+    config = VisionLLMv2Config.preset("tiny")
+    base = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
+    donor.load_state_dict(base.state_dict())
+    with torch.no_grad():  # the donor's run trained pose further; its detector drifted too
+        for name, parameter in donor.named_parameters():
+            if name.startswith(("unipose.", "emb_embeddings_pose", "gdino.", "emb_embeddings_det")):
+                parameter.add_(0.5)
+    merged = attach_decoders(base, donor, ["unipose"])
+    state, base_state, donor_state = merged.state_dict(), base.state_dict(), donor.state_dict()
+    from_donor = ("unipose.", "emb_embeddings_pose")
+    assert all(torch.equal(state[k], donor_state[k]) for k in state if k.startswith(from_donor))
+    assert all(torch.equal(state[k], base_state[k]) for k in state if not k.startswith(from_donor))
+    with pytest.raises(InvalidInputError, match="not \\['pose'\\]"):
+        attach_decoders(base, donor, ["pose"])
+    with torch.no_grad():  # a donor over another LLM: its decoders read other hidden states
+        next(donor.llm.parameters()).add_(1.0)
+    with pytest.raises(InvalidInputError, match="same LLM"):
+        attach_decoders(base, donor, ["unipose"])
+
+
 def test_shipped_model_lookup(monkeypatch, tmp_path):
     from visionllm2.model import checkpoint
     from visionllm2.model.errors import CheckpointError
