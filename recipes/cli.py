@@ -245,6 +245,8 @@ def attach(
     half: Annotated[bool, typer.Option("--half/--full", help="Store float16 weights (half the size; loads as float32).")] = False,
     decoder: Annotated[list[str] | None, typer.Option(
         help="Graft this decoder (repeat for several), replacing BASE's own; default: those only DONOR has.")] = None,
+    score_threshold: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Display threshold written for the detection and pose decoders.")] = None,
 ) -> None:
     """Graft decoders (and their routes' query tables) of DONOR onto BASE.
 
@@ -262,6 +264,10 @@ def attach(
     except VisionLLMError as error:
         console.print(f"[red]attach: {escape(str(error))}[/red]")
         raise typer.Exit(2) from error
+    if score_threshold is not None:  # a small model's scores are low and flat; its card says which it ships with
+        for part in (merged.config.detection, merged.config.pose):
+            if part is not None:
+                part.score_threshold = score_threshold
     (merged.to(torch.float16) if half else merged).save_pretrained(str(out))
     console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
 

@@ -85,3 +85,34 @@ def test_data_export_writes_coco_that_trains(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["data", "--kind", "volcano", "--out", str(tmp_path / "no")])
     assert result.exit_code == 2 and "volcano" in result.output
+
+
+def test_attach_grafts_a_named_decoder_and_writes_the_display_threshold(tmp_path):
+    import json
+
+    import torch
+
+    from visionllm2.model.config import VisionLLMv2Config
+    from visionllm2.model.tokenizer import Tokenizer
+    from visionllm2.model.visionllm import VisionLLMv2
+
+    torch.manual_seed(0)
+    base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    donor.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for parameter in donor.unipose.parameters():
+            parameter.add_(0.25)
+    base.save_pretrained(str(tmp_path / "base"))
+    donor.save_pretrained(str(tmp_path / "donor"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out),
+                                 "--decoder", "unipose", "--score-threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
+    merged = VisionLLMv2.from_pretrained(str(out))
+    assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(merged.gdino.parameters(), base.gdino.parameters()))
+    wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out), "--decoder", "pose"])
+    assert wrong.exit_code == 2 and "not ['pose']" in wrong.output
