@@ -12,10 +12,12 @@ CPU_TORCH := torch==2.13.0
 .PHONY: demo test install lint clean shapes-model
 
 # Train the shipped `shapes` model from scratch (≈ 90 min on a 2-core CPU, minutes on a GPU).
-# Every stage checkpoints and resumes: run it again after an interruption. Stage 3 and the
-# generation link train disjoint parameters on the stage-2 model; `attach` joins them.
+# Every stage checkpoints and resumes: run it again after an interruption. The detector (3, 3b,
+# 3c), pose (3_pose, from 3b) and generation link (from stage 2 + the denoisers of 0 and 0b) runs
+# train disjoint parameters over one stage-2 LLM; `attach` joins them.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
+SHAPES_SCORE_THRESHOLD := 0.25
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -43,12 +45,17 @@ $(STAMP): pyproject.toml
 
 shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage0.json
+	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage0b.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage1.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage2.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3.json
 	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3b.json
-	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3_generation.json
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage3b/model $(SHAPES_RUNS)/stage3_generation/model model/weights/shapes --half
+	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3c.json
+	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3_pose.json
+	$(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage3_generation_b.json
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage3c/model $(SHAPES_RUNS)/stage3_pose/model $(SHAPES_RUNS)/decoders --decoder unipose
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/decoders $(SHAPES_RUNS)/stage3_generation_b/model model/weights/shapes \
+		--half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 100 --json $(SHAPES_RUNS)/eval.json
 
 clean:
