@@ -11,7 +11,7 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model
 
-# Train the shipped `shapes` model from scratch (≈ 90 min on a 2-core CPU, minutes on a GPU).
+# Train the shipped `shapes` model from scratch (≈ 3½ h on an idle 2-core CPU, minutes on a GPU).
 # Every stage checkpoints and resumes: run it again after an interruption. The detector (3, 3b,
 # 3c), pose (3_pose, from 3b) and generation link (from stage 2 + the denoisers of 0 and 0b) runs
 # train disjoint parameters over one stage-2 LLM; `attach` joins them.
