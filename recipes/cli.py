@@ -240,7 +240,7 @@ def curves(
 @app.command()
 def attach(
     base: Annotated[Path, typer.Argument(help="The model directory to extend.")],
-    donor: Annotated[Path, typer.Argument(help="A model directory with decoders the base lacks.")],
+    donor: Annotated[Path, typer.Argument(help="A model directory whose decoders to graft.")],
     out: Annotated[Path, typer.Argument(help="Where to write the combined model.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store float16 weights (half the size; loads as float32).")] = False,
     decoder: Annotated[list[str] | None, typer.Option(
