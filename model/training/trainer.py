@@ -187,6 +187,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             (self.output_dir / "train_config.json").write_text(config.to_json())
         self.resume()
+        if self.accelerator.is_main_process:
+            _drop_log_records_after(self.output_dir / "log.jsonl", self.step)
         last = min(config.steps, stop_at if stop_at is not None else config.steps)
         records: list[dict[str, Any]] = []
         running: dict[str, float] = defaultdict(float)
@@ -224,6 +226,20 @@ class Trainer:
             model.eval().save_pretrained(str(target))
             (self.output_dir / FINISHED_NAME).write_text(json.dumps({"step": self.step}))
         return target
+
+
+def _drop_log_records_after(path: Path, step: int) -> None:
+    """Forget the records of steps a killed run logged after its newest checkpoint.
+
+    The resumed run logs those steps again; without this the log would hold both, and the curves
+    would average an undone stretch of training into the one that counts.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _warmup_cosine(warmup: int, total: int):

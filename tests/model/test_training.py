@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -74,6 +75,19 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     again = Trainer(config, source=source).train(progress=False)  # a finished stage is not run twice
     assert again.step == 6 and again.records == [] and again.model_dir == resumed.model_dir
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_logs_each_step_once(tmp_path):
+    source = fixed_source({"detect": 1.0})
+    config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "stage2"), steps=5, batch_size=4,
+                         log_every=1, save_every=2, warmup_steps=1, learning_rate=3e-3)
+    Trainer(config, source=source).train(stop_at=3, progress=False)
+    # Killed after logging step 3 but before saving it: only step-2's checkpoint survives.
+    shutil.rmtree(tmp_path / "stage2" / "checkpoints" / "step-3")
+    resumed = Trainer(config, source=source).train(progress=False)
+    assert [r["step"] for r in resumed.records] == [3, 4, 5]
+    log = [json.loads(line) for line in (tmp_path / "stage2" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
 
 
 def test_bad_training_configs_are_refused(tmp_path):
