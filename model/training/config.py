@@ -30,7 +30,9 @@ class TrainConfig:
     the decoders and the super-link query tables).
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
-    lacks (say stage 0's generation decoders) are added with their weights. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
+    lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
+    the donor's decoders to take instead, replacing the ``init`` model's own: a warm start for a stage
+    that trains them (and their link) against this LLM, so the donor may sit over another LLM. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
     COCO / LLaVA JSON files (see :mod:`visionllm2.model.training.sources`).
     """
 
@@ -38,6 +40,7 @@ class TrainConfig:
     preset: str = "tiny"
     init: str | None = None
     attach: str | None = None
+    attach_decoders: list[str] | None = None   # None: the donor's decoders that init lacks
     output_dir: str = "runs/train"
     data: list[str] = field(default_factory=lambda: ["shapes"])
     tasks: dict[str, float] | None = None      # None: the stage's default mix
@@ -67,6 +70,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.attach_decoders is not None and not self.attach:
+            raise ValueError(f"attach_decoders: names decoders of the attach model, but attach is not set "
+                             f"(got attach_decoders={self.attach_decoders!r})")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: expected auto, no, bf16 or fp16, got {self.mixed_precision!r}")
 

@@ -58,13 +58,16 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
 DECODER_CONFIG_FIELDS = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
 
 
-def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str] | None = None) -> VisionLLMv2:
+def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str] | None = None,
+                    warm_start: bool = False) -> VisionLLMv2:
     """``model`` with decoders of ``donor`` grafted on: their config, weights and their routes' query tables.
 
     names: the decoders to take. ``None`` takes those only ``donor`` has (e.g. stage 0's denoisers,
     whose link is trained afterwards). Naming a decoder ``model`` already has replaces it — e.g. a pose
     decoder trained further in its own run; that only makes sense when both models share the LLM the
     decoder reads, so everything outside the grafted parts must be equal, else :class:`InvalidInputError`.
+    warm_start: the grafted decoders are only a starting point for a stage that trains them against
+    ``model``'s LLM (``TrainConfig.attach_decoders``), so the donor's LLM may differ.
     """
     import dataclasses
 
@@ -82,7 +85,7 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     grafted = {*names, *tables}
     state, donor_state = model.state_dict(), donor.state_dict()
     replaced = [name for name in names if name in model.decoders()]
-    if replaced:
+    if replaced and not warm_start:
         # Other decoders and query tables may differ (each run trains its own); the rest may not.
         own = {*model.decoders(), *QUERY_TABLES}
         differ = sorted(k for k, v in state.items() if k.split(".")[0] not in own

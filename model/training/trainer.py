@@ -65,7 +65,8 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
         if config.attach:
             from .stages import attach_decoders
 
-            model = attach_decoders(model, VisionLLMv2.from_pretrained(config.attach, torch_dtype=torch.float32))
+            donor = VisionLLMv2.from_pretrained(config.attach, torch_dtype=torch.float32)
+            model = attach_decoders(model, donor, config.attach_decoders, warm_start=config.attach_decoders is not None)
         return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders

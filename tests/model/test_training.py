@@ -97,6 +97,8 @@ def test_bad_training_configs_are_refused(tmp_path):
         TrainConfig.from_dict({"stage": 1, "learning_rat": 1e-3})
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="attach is not set"):
+        TrainConfig(attach_decoders=["gdino"])
 
 
 def generation_model() -> VisionLLMv2:
@@ -154,6 +156,23 @@ def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
         next(donor.llm.parameters()).add_(1.0)
     with pytest.raises(InvalidInputError, match="same LLM"):
         attach_decoders(base, donor, ["unipose"])
+
+
+def test_a_stage_can_warm_start_named_decoders_from_a_model_over_another_llm(tmp_path):
+    from visionllm2.model.training.trainer import build_model
+
+    torch.manual_seed(0)
+    config = VisionLLMv2Config.preset("tiny")
+    base = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_config(config, None, Tokenizer.builtin())  # other weights everywhere
+    base.save_pretrained(str(tmp_path / "base"))
+    donor.save_pretrained(str(tmp_path / "donor"))
+    stage = TrainConfig(stage=2, init=str(tmp_path / "base"), attach=str(tmp_path / "donor"), attach_decoders=["gdino"])
+    state = build_model(stage).state_dict()
+    base_state, donor_state = base.state_dict(), donor.state_dict()
+    warm = ("gdino.", "emb_embeddings_det")
+    assert all(torch.equal(state[k], donor_state[k]) for k in state if k.startswith(warm))
+    assert all(torch.equal(state[k], base_state[k]) for k in state if not k.startswith(warm))
 
 
 def test_shipped_model_lookup(monkeypatch, tmp_path):
