@@ -48,16 +48,7 @@ def add_token_rows(llm: LlamaForCausalLM, new_vocab_size: int) -> None:
     llm.get_output_embeddings().weight[old_size:] = output_mean
 
 
-def build_query_tables(link: LinkConfig, width: int, std: float = 0.02) -> dict[str, nn.Embedding]:
-    """The learnable super-link queries: ``emb_embeddings_{det,pose,gen,edit}`` ``(n, width)``.
-
-    std: the scale of the LLM's own token embeddings (Llama's ``initializer_range``). The queries sit
-    in the residual stream among those tokens; at ``nn.Embedding``'s default N(0, 1) they would be
-    ~50× larger, swamp what attention adds at their slots, and the link states would say where a
-    group is in the answer but not what its label says (``bench/link_probe.py``).
-    """
+def build_query_tables(link: LinkConfig, width: int) -> dict[str, nn.Embedding]:
+    """The learnable super-link queries: ``emb_embeddings_{det,pose,gen,edit}`` ``(n, width)``."""
     counts = {"det": link.det_queries, "pose": link.pose_queries, "gen": link.gen_queries, "edit": link.edit_queries}
-    tables = {name: nn.Embedding(count, width) for name, count in counts.items()}
-    for table in tables.values():
-        nn.init.normal_(table.weight, std=std)
-    return tables
+    return {name: nn.Embedding(count, width) for name, count in counts.items()}

@@ -93,14 +93,13 @@ class VisionLLMv2(nn.Module):
 
             decoders = build_decoders(config)
         width = config.llm.hidden_size
-        llm = build_llm(config.llm)
         return cls(
             config,
             vis_encoder=build_vision_tower(config.vision),
             vl_bridge=build_bridge(config.vision.hidden_size, width),
             region_encoder=RegionEncoder(config.region, config.vision.hidden_size, width),
-            llm=llm,
-            query_tables=build_query_tables(config.link, width, std=llm.config.initializer_range),
+            llm=build_llm(config.llm),
+            query_tables=build_query_tables(config.link, width),
             decoders=decoders,
             tokenizer=tokenizer,
         )
