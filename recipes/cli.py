@@ -184,6 +184,10 @@ def train(
     preset: Annotated[str | None, typer.Option(help="Model size to start from when --init is not given.")] = None,
     config: Annotated[Path | None, typer.Option(help="A TrainConfig JSON file; the options below override it.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this model directory (the previous stage's OUT/model).")] = None,
+    attach: Annotated[str | None, typer.Option(
+        help="A model directory whose decoders INIT lacks are added (e.g. stage 0's denoisers).")] = None,
+    attach_decoder: Annotated[list[str] | None, typer.Option(
+        help="Take this decoder from --attach instead, replacing INIT's own as a warm start (repeat).")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory: checkpoints, log.jsonl, model/.")] = None,
     data: Annotated[list[str] | None, typer.Option(help="'shapes', or COCO / LLaVA JSON files (repeat the option).")] = None,
     tasks: Annotated[str | None, typer.Option(help="Task weights, e.g. 'detect=1.5,ground=1,chat=1'.")] = None,
@@ -201,14 +205,17 @@ def train(
     values: dict = {}
     if config is not None:
         values.update(json.loads(config.read_text()))
-    overrides = {"stage": stage, "preset": preset, "init": init, "output_dir": out, "data": data,
+    overrides = {"stage": stage, "preset": preset, "init": init, "attach": attach, "attach_decoders": attach_decoder,
+                 "output_dir": out, "data": data,
                  "tasks": _parse_weights(tasks) if tasks else None,
                  "domains": [d.strip() for d in domains.split(",")] if domains else None, "steps": steps,
                  "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    from visionllm2.sdk import VisionLLMError
+
     try:
         run = Trainer(TrainConfig.from_dict(values))
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, VisionLLMError) as error:  # bad options, unreadable files, a malformed --init
         console.print(f"[red]train: {error}[/red]")
         raise typer.Exit(2) from error
     result = run.train()

@@ -71,6 +71,10 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "stage" in result.output
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "juggle", "--count", "1"])
     assert result.exit_code == 2 and "juggle" in result.output
+    result = runner.invoke(app, ["train", "--stage", "3", "--init", str(tmp_path / "none"), "--out", str(tmp_path / "z")])
+    assert result.exit_code == 2 and "config.json" in result.output  # a typed message, not a traceback
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--attach-decoder", "gdino", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2 and "attach_decoders" in result.output and "attach is" in result.output
 
 
 def test_data_export_writes_coco_that_trains(tmp_path):
@@ -116,3 +120,30 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_threshold(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(merged.gdino.parameters(), base.gdino.parameters()))
     wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out), "--decoder", "pose"])
     assert wrong.exit_code == 2 and "not ['pose']" in wrong.output
+
+
+def test_train_warm_starts_a_decoder_from_another_model(tmp_path):
+    import torch
+
+    from visionllm2.model.config import VisionLLMv2Config
+    from visionllm2.model.tokenizer import Tokenizer
+    from visionllm2.model.visionllm import VisionLLMv2
+
+    torch.manual_seed(0)
+    base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    donor.load_state_dict(base.state_dict())
+    with torch.no_grad():  # the donor's pose decoder was trained elsewhere; its LLM differs too
+        for parameter in [*donor.unipose.parameters(), *donor.llm.parameters()]:
+            parameter.add_(0.25)
+    base.save_pretrained(str(tmp_path / "base"))
+    donor.save_pretrained(str(tmp_path / "donor"))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--stage", "3", "--init", str(tmp_path / "base"), "--attach", str(tmp_path / "donor"),
+                                 "--attach-decoder", "unipose", "--tasks", "pose=1", "--steps", "1", "--batch-size", "2",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    trained = VisionLLMv2.from_pretrained(str(out / "model"))
+    # One step moves the decoder by ~lr: it starts from the donor's, while the LLM stays the base's.
+    assert all((a - b).abs().max() < 0.05 for a, b in zip(trained.unipose.parameters(), donor.unipose.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(trained.llm.parameters(), base.llm.parameters()))
