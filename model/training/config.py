@@ -28,6 +28,9 @@ class TrainConfig:
     and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
     bridge / region encoder / query tables trained). stage 3: decoder-only (everything frozen but
     the decoders and the super-link query tables).
+    ``link_label_loss`` (stage 2, not in the official recipe): weight of an auxiliary loss that has
+    the LM head read each group's label words from its query-slot states (see
+    :func:`~visionllm2.model.training.trainer.slot_label_loss`), for small LLMs trained from scratch.
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
@@ -54,6 +57,7 @@ class TrainConfig:
     warmup_steps: int = 50
     max_grad_norm: float = 1.0
     train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
+    link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -70,6 +74,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.link_label_loss < 0:
+            raise ValueError(f"link_label_loss: expected a weight ≥ 0, got {self.link_label_loss!r}")
         if self.attach_decoders is not None and not self.attach:
             raise ValueError(f"attach_decoders: names decoders of the attach model, but attach is not set "
                              f"(got attach_decoders={self.attach_decoders!r})")

@@ -148,7 +148,11 @@ class Trainer:
             batch, images, targets = samples_to_inputs(self.processor, samples, model.tokenizer.pad_id)
             with accelerator.autocast():
                 output = self.model(batch.to(accelerator.device), images, targets)
-        accelerator.backward(output.loss)
+        loss = output.loss
+        label_loss = slot_label_loss(model, output.link) if config.link_label_loss and config.stage == 2 else None
+        if label_loss is not None:
+            loss = loss + config.link_label_loss * label_loss
+        accelerator.backward(loss)
         norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -157,11 +161,13 @@ class Trainer:
         group = samples[0].group
         record: dict[str, Any] = {
             "step": self.step, "group": group, "tasks": sorted({s.task for s in samples}),
-            "loss": output.loss.item(), "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
+            "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
             "samples_per_s": len(samples) / (time.perf_counter() - start),
         }
         if output.lm_loss is not None:
             record["lm"] = output.lm_loss.item()
+        if label_loss is not None:
+            record["link_label"] = label_loss.item()
         for name, decoded in output.decoder_outputs.items():
             if decoded.loss is not None:
                 record[name] = decoded.loss.item()
@@ -227,6 +233,23 @@ class Trainer:
             model.eval().save_pretrained(str(target))
             (self.output_dir / FINISHED_NAME).write_text(json.dumps({"step": self.step}))
         return target
+
+
+def slot_label_loss(model: VisionLLMv2, link: dict[str, Any]) -> torch.Tensor | None:
+    """Cross-entropy of each group's label words, read from its query-slot states by the LM head.
+
+    An auxiliary stage-2 loss (``TrainConfig.link_label_loss``), not part of the official recipe:
+    the LM loss ignores the slots, so nothing but the decoders' gradients asks a small LLM to carry
+    ``red circle`` into the states after ``red circle[DET]``; ``bench/link_probe.py`` shows a
+    from-scratch one mostly does not. Groups without a label (grounding, generation) are skipped.
+    """
+    terms = []
+    for states in link.values():
+        for slots, words in zip(states.states, states.label_ids):  # (n, H), the label's token ids
+            if words:
+                log_probs = model.llm.lm_head(slots).float().log_softmax(-1)  # (n, V)
+                terms.append(-log_probs[:, words].mean())
+    return torch.stack(terms).mean() if terms else None
 
 
 def _drop_log_records_after(path: Path, step: int) -> None:

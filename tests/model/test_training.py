@@ -188,3 +188,28 @@ def test_shipped_model_lookup(monkeypatch, tmp_path):
     from visionllm2.sdk import Session
 
     assert Session.from_pretrained("shapes", device="cpu").model.config.preset_name == "tiny"
+
+
+def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
+    from visionllm2.model.training.trainer import samples_to_inputs, slot_label_loss
+
+    torch.manual_seed(0)
+    config = VisionLLMv2Config.preset("tiny")
+    tokenizer = Tokenizer.builtin()
+    model = VisionLLMv2.from_config(config, None, tokenizer)
+    samples = fixed_source({"detect": 1.0}, count=2).batch(0, 2, 0, 1)
+    batch, images, _ = samples_to_inputs(Processor(config, tokenizer), samples, tokenizer.pad_id)
+    link = model(batch, images).link
+    groups = link["gdino"]
+    loss = slot_label_loss(model, link)
+    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, words].mean()
+                           for slots, words in zip(groups.states, groups.label_ids)]).mean()
+    assert torch.allclose(loss, by_hand) and all(groups.label_ids)
+    loss.backward()  # it reaches the LLM and the query table, which is what it is for
+    assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.emb_embeddings_det.weight.grad.abs().sum() > 0
+    assert slot_label_loss(model, {}) is None
+    result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
+    assert all(np.isfinite(r["link_label"]) and r["link_label"] > 0 for r in result.records)
+    with pytest.raises(ValueError, match="link_label_loss"):
+        TrainConfig(link_label_loss=-1.0)
