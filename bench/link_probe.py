@@ -4,8 +4,8 @@ The detector learns a class only from the link: the LLM's hidden states at a gro
 slots (after ``label[DET]``), which ``patch2query`` turns into one text token, which Grounding
 DINO's encoder fuses with the image. This fits linear probes, on held-out groups, that read the
 group's class (and its colour and shape word) or its position in the answer back from each of the
-three, and measures the end result: of the queries that box an object well (IoU ≥ 0.5), how often
-the highest class logit is the object's own.
+three, and measures the end result: of the objects with a kept box at IoU ≥ 0.5, how often the
+best-scored such box carries the object's class.
 
 Run: ``python bench/link_probe.py [--model shapes] [--samples 120]``. A link that carries the
 class shows probe accuracies near 1 for "class"; position alone near 1 means the [EMB] states say
@@ -35,7 +35,6 @@ def capture(session: Session, samples: int) -> tuple[dict[str, list[torch.Tensor
         detector.register_forward_pre_hook(lambda module, args: seen.update(link=args[0])),
         detector.patch2query.register_forward_hook(lambda module, args, out: seen.update(token=out.mean(1))),
         detector.model.register_forward_hook(lambda module, args, out: seen.update(encoder=out.encoder_last_hidden_state_text)),
-        detector.register_forward_hook(lambda module, args, out: seen.update(output=out)),
     ]
     features: dict[str, list[torch.Tensor]] = {"LLM [EMB] states": [], "patch2query token": [], "encoder text state": []}
     labels: list[str] = []

@@ -245,10 +245,10 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any]) -> torch.Tensor | 
     """
     terms = []
     for states in link.values():
-        for slots, words in zip(states.states, states.label_ids):  # (n, H), the label's token ids
-            if words:
-                log_probs = model.llm.lm_head(slots).float().log_softmax(-1)  # (n, V)
-                terms.append(-log_probs[:, words].mean())
+        if not any(states.label_ids):
+            continue
+        log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder
+        terms += [-group[:, words].mean() for group, words in zip(log_probs, states.label_ids) if words]
     return torch.stack(terms).mean() if terms else None
 
 
