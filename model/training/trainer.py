@@ -245,10 +245,13 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any]) -> torch.Tensor | 
     """
     terms = []
     for states in link.values():
-        if not any(states.label_ids):
+        # The label's own words: ``label_ids`` also hold the lead-in ("Yes, here are the results for"),
+        # which every first group shares and which would teach the slots nothing about their class.
+        words_of_group = [model.tokenizer.encode_text(label) if label else [] for label in states.labels]
+        if not any(words_of_group):
             continue
         log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder
-        terms += [-group[:, words].mean() for group, words in zip(log_probs, states.label_ids) if words]
+        terms += [-group[:, words].mean() for group, words in zip(log_probs, words_of_group) if words]
     return torch.stack(terms).mean() if terms else None
 
 

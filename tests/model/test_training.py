@@ -202,9 +202,11 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     link = model(batch, images).link
     groups = link["gdino"]
     loss = slot_label_loss(model, link)
-    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, words].mean()
-                           for slots, words in zip(groups.states, groups.label_ids)]).mean()
-    assert torch.allclose(loss, by_hand) and all(groups.label_ids)
+    words = [tokenizer.encode_text(label) for label in groups.labels]  # the label alone, not the lead-in
+    assert all(words) and all(len(w) < len(ids) for w, ids in zip(words, groups.label_ids))
+    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, ids].mean()
+                           for slots, ids in zip(groups.states, words)]).mean()
+    assert torch.allclose(loss, by_hand)
     loss.backward()  # it reaches the LLM and the query table, which is what it is for
     assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert model.emb_embeddings_det.weight.grad.abs().sum() > 0
