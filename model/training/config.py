@@ -26,7 +26,8 @@ class TrainConfig:
     learn captions → pictures without the LLM, standing in for SD 1.5's released weights.
     stage 1: chat (vision tower, bridge, LLM; LM loss). stage 2: multi-capacity (decoders attached
     and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
-    bridge / region encoder / query tables trained). stage 3: decoder-only (everything frozen but
+    bridge / region encoder / query tables trained; ``lora_rank`` 0 trains the LLM's own weights instead,
+    for a small LLM trained from scratch, where r 32 is no saving and limits what it can learn). stage 3: decoder-only (everything frozen but
     the decoders and the super-link query tables).
     ``link_label_loss`` (stage 2, not in the official recipe): weight of an auxiliary loss that has
     the LM head read each group's label words from its query-slot states (see
@@ -58,7 +59,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
     link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
-    lora_rank: int = 32
+    lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05
     mixed_precision: str = "auto"              # "auto": bf16 on CUDA, none on CPU; or "no" / "bf16" / "fp16"
@@ -74,6 +75,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
         if self.link_label_loss < 0:
             raise ValueError(f"link_label_loss: expected a weight ≥ 0, got {self.link_label_loss!r}")
         if self.attach_decoders is not None and not self.attach:

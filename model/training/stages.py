@@ -36,14 +36,17 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
         backbone = [model.vis_encoder, model.vl_bridge, model.llm]
         trained_decoders: list[nn.Module] = []
     elif config.stage == 2:
-        add_lora(model, config)
         backbone = [model.vl_bridge, model.region_encoder, *tables, *([model.vis_encoder] if config.train_vision else [])]
+        if config.lora_rank:
+            add_lora(model, config)
+        else:  # the whole LLM: a small one trained from scratch gains nothing from a low-rank update
+            backbone.append(model.llm)
         trained_decoders = decoders
     else:
         backbone, trained_decoders = tables, decoders
     for module in [*backbone, *trained_decoders]:
         module.requires_grad_(True)
-    if config.stage == 2:  # LoRA's own matrices (the base weights stay frozen)
+    if config.stage == 2 and config.lora_rank:  # LoRA's own matrices (the base weights stay frozen)
         for name, parameter in model.llm.named_parameters():
             parameter.requires_grad_("lora_" in name)
     for decoder in trained_decoders:  # frozen-by-design parts (SD's text encoder; its UNet unless configured)

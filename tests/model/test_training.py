@@ -77,6 +77,24 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert again.step == 6 and again.records == [] and again.model_dir == resumed.model_dir
 
 
+def test_stage_two_with_lora_rank_zero_fine_tunes_the_whole_llm(tmp_path):
+    torch.manual_seed(0)
+    first = run(tmp_path, 1, 1, fixed_source({"chat": 1.0}))
+    before = VisionLLMv2.from_pretrained(str(first.model_dir)).state_dict()
+    model = VisionLLMv2.from_pretrained(str(first.model_dir))
+    config = TrainConfig(stage=2, output_dir=str(tmp_path / "full"), steps=2, batch_size=4, log_every=1,
+                         warmup_steps=1, learning_rate=3e-3, lora_rank=0)
+    trainer = Trainer(config, model=model, source=fixed_source({"detect": 1.0}))
+    assert not has_lora(trainer.model) and all(p.requires_grad for p in trainer.model.llm.parameters())
+    after = VisionLLMv2.from_pretrained(str(trainer.train(progress=False).model_dir)).state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    # The base weights themselves moved (no adapters to merge); the vision tower stayed (train_vision off).
+    assert "llm.model.layers.0.self_attn.q_proj.weight" in changed and "llm.lm_head.weight" in changed
+    assert not any(key.startswith("vis_encoder") for key in changed)
+    with pytest.raises(ValueError, match="lora_rank"):
+        TrainConfig(lora_rank=-1)
+
+
 def test_a_killed_run_resumes_from_its_checkpoint_and_logs_each_step_once(tmp_path):
     source = fixed_source({"detect": 1.0})
     config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "stage2"), steps=5, batch_size=4,
