@@ -7,6 +7,11 @@ group's class (and its colour and shape word) or its position in the answer back
 three, and measures the end result: of the objects with a kept box at IoU ≥ 0.5, how often the
 best-scored such box carries the object's class.
 
+It also swaps each first group's label for another class's words in the same teacher-forced answer
+and reports, layer by layer, how much that changes the residual stream at the label's last word and
+at the group's slots (relative to the state's norm): a label whose words barely move their own
+position after layer 0 cannot reach the slots either.
+
 Run: ``python bench/link_probe.py [--model shapes] [--samples 120]``. A link that carries the
 class shows probe accuracies near 1 for "class"; position alone near 1 means the [EMB] states say
 where the group is in the list, not what it names (the LLM has not learned to look back at it).
@@ -67,6 +72,36 @@ def capture(session: Session, samples: int) -> tuple[dict[str, list[torch.Tensor
     return features, labels, positions, right
 
 
+def label_swap_effect(session: Session, samples: int) -> torch.Tensor:
+    """Mean relative change ``(layers + 1, 1 + slots)`` of the residual stream when a group's label
+    words are replaced by another class's: column 0 at the label's last word, then each query slot."""
+    from visionllm2.model.training.trainer import samples_to_inputs
+
+    model, processor = session.model, session.processor
+    world = ShapesWorld(processor, "heldout", {"detect": 1.0})
+    table = model.llm.get_input_embeddings().weight
+    changes = []
+    with torch.no_grad():
+        for index in range(samples):
+            sample = world.sample(index, "detect")
+            batch, _, _ = samples_to_inputs(processor, [sample], model.tokenizer.pad_id)
+            batch = batch.to(model.device)
+            embeds, groups = model.embed(batch)
+            group = groups[0]
+            words = model.tokenizer.encode_text(sample.meta["asked"][0])
+            other = model.tokenizer.encode_text("green circle" if sample.meta["asked"][0] != "green circle" else "red star")
+            if len(words) != len(other):
+                continue
+            swapped = embeds.clone()
+            swapped[0, group.position - len(words): group.position] = table[other].to(embeds.dtype)
+            columns = [group.position - 1, *range(group.position + 1, group.position + 1 + group.count)]
+            run = [model.llm.model(inputs_embeds=e, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+                   for e in (embeds, swapped)]
+            changes.append(torch.stack([(a[0, columns] - b[0, columns]).norm(dim=-1).float() / a[0, columns].norm(dim=-1).float()
+                                        for a, b in zip(*run)]))
+    return torch.stack(changes).mean(0)
+
+
 def probe_accuracy(x: torch.Tensor, y: torch.Tensor, train: int, steps: int = 400) -> float:
     """A linear classifier fitted on the first ``train`` rows (standardised), scored on the rest."""
     mean, std = x[:train].mean(0), x[:train].std(0) + 1e-6
@@ -114,6 +149,15 @@ def main() -> None:
     table.add_row("[dim]majority class[/dim]", *(f"[dim]{chance[n]}[/dim]" for n in targets))
     console = Console()
     console.print(table)
+    swap = label_swap_effect(session, min(args.samples, 40))
+    effect = Table(title="swapping the label's words: relative change of the residual stream")
+    effect.add_column("after")
+    effect.add_column("label's last word", justify="right")
+    for slot in range(swap.shape[1] - 1):
+        effect.add_column(f"slot {slot + 1}", justify="right")
+    for layer, row in enumerate(swap.tolist()):
+        effect.add_row("embedding" if layer == 0 else f"layer {layer}", *(f"{v:.3f}" for v in row))
+    console.print(effect)
     console.print(f"objects with a box at IoU ≥ 0.5 whose best-scored such box has their class: "
                   f"{np.mean(right):.2f} of {len(right)}")
 
