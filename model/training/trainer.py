@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .. import tokens as T
 from ..batch import Batch, collate
 from ..data.samples import Sample
 from ..processor import Processor, RegionInput
@@ -235,19 +236,25 @@ class Trainer:
         return target
 
 
+NAMED_ROUTES = frozenset({T.DET, T.SEG, T.POSE})  # "red circle[DET]…", "dog[POSE]…", "region1[DET]…"
+
+
 def slot_label_loss(model: VisionLLMv2, link: dict[str, Any]) -> torch.Tensor | None:
     """Cross-entropy of each group's label words, read from its query-slot states by the LM head.
 
     An auxiliary stage-2 loss (``TrainConfig.link_label_loss``), not part of the official recipe:
     the LM loss ignores the slots, so nothing but the decoders' gradients asks a small LLM to carry
     ``red circle`` into the states after ``red circle[DET]``; ``bench/link_probe.py`` shows a
-    from-scratch one mostly does not. Groups without a label (grounding, generation) are skipped.
+    from-scratch one mostly does not. Only routes whose answer names the group right before the
+    routing token count (:data:`NAMED_ROUTES`); a grounding or generation answer's words before it
+    ("Yes, it is", "Here it is") say nothing about what the slots must carry.
     """
     terms = []
     for states in link.values():
         # The label's own words: ``label_ids`` also hold the lead-in ("Yes, here are the results for"),
         # which every first group shares and which would teach the slots nothing about their class.
-        words_of_group = [model.tokenizer.encode_text(label) if label else [] for label in states.labels]
+        words_of_group = [model.tokenizer.encode_text(label) if label and route in NAMED_ROUTES else []
+                          for label, route in zip(states.labels, states.routes)]
         if not any(words_of_group):
             continue
         log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder

@@ -229,6 +229,10 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert model.emb_embeddings_det.weight.grad.abs().sum() > 0
     assert slot_label_loss(model, {}) is None
+    # A grounding answer ("Yes, it is[GRD]…") names nothing before its routing token: no term.
+    grounding = fixed_source({"ground": 1.0}, count=2).batch(0, 2, 0, 1)
+    batch, images, _ = samples_to_inputs(Processor(config, tokenizer), grounding, tokenizer.pad_id)
+    assert slot_label_loss(model, model(batch, images).link) is None
     result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
     assert all(np.isfinite(r["link_label"]) and r["link_label"] > 0 for r in result.records)
     with pytest.raises(ValueError, match="link_label_loss"):
