@@ -48,10 +48,11 @@ def test_shipped_weights_fit_the_budget_and_carry_every_decoder(session):
 def test_a_known_scenes_red_circle_is_found_and_segmented(session):
     scene = render_scene(RED_CIRCLE_SCENE)
     truth = next(o for o in scene.objects if o.name == "red circle")
-    found = session.ground("the red circle", image=scene.image).boxes
-    assert len(found) == 1 and box_iou(found.xyxy[0], truth.box) >= 0.8
-    masks = session.segment(prompts=[found[0]]).masks  # the found box becomes the visual prompt
-    assert len(masks) == 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7
+    found = session.detect(["red circle"], image=scene.image).boxes
+    best = int(np.argmax(found.scores))
+    assert found.labels[best] == "red circle" and box_iou(found.xyxy[best], truth.box) >= 0.8
+    masks = session.segment(["red circle"]).masks  # the same picture, the next turn
+    assert len(masks) == 1 and masks.labels[0] == "red circle" and mask_iou(masks.masks[0], truth.mask) >= 0.7
 
 
 @pytest.mark.parametrize("kind", ["person", "dog"])

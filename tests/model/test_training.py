@@ -237,3 +237,17 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     assert all(np.isfinite(r["link_label"]) and r["link_label"] > 0 for r in result.records)
     with pytest.raises(ValueError, match="link_label_loss"):
         TrainConfig(link_label_loss=-1.0)
+
+
+def test_the_shipped_models_configs_parse_and_chain():
+    from pathlib import Path
+
+    from visionllm2.model import training
+
+    folder = Path(training.__file__).parent / "configs"
+    configs = {path.stem: TrainConfig.from_dict(json.loads(path.read_text())) for path in folder.glob("shapes_*.json")}
+    assert {"shapes_stage0", "shapes_stage1", "shapes_stage2g", "shapes_stage3h"} <= set(configs)
+    made = {config.output_dir + "/model" for config in configs.values()} | {"runs/shapes/release1"}  # release1: `attach` in the Makefile
+    for name, config in configs.items():  # every stage starts from what another stage (or the first release) wrote
+        assert config.init is None or config.init in made, (name, config.init)
+        assert config.attach is None or config.attach in made, (name, config.attach)
