@@ -26,9 +26,9 @@ class TrainConfig:
     learn captions → pictures without the LLM, standing in for SD 1.5's released weights.
     stage 1: chat (vision tower, bridge, LLM; LM loss). stage 2: multi-capacity (decoders attached
     and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
-    bridge / region encoder / query tables trained; ``lora_rank`` 0 trains the LLM's own weights instead,
-    for a small LLM trained from scratch, where r 32 is no saving and limits what it can learn). stage 3: decoder-only (everything frozen but
-    the decoders and the super-link query tables).
+    bridge / region encoder / query tables trained; ``lora_rank`` 0 trains the LLM's own weights
+    instead, for a small LLM trained from scratch, where r 32 saves nothing and limits what it can
+    learn). stage 3: decoder-only (everything frozen but the decoders and the super-link query tables).
     ``link_label_loss`` (stage 2, not in the official recipe): weight of an auxiliary loss that has
     the LM head read each group's label words from its query-slot states (see
     :func:`~visionllm2.model.training.trainer.slot_label_loss`), for small LLMs trained from scratch.
