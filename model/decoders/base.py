@@ -24,9 +24,10 @@ class LinkStates:
     states: ``(G, n, H)`` last-layer hidden states (after the final norm) at the ``n`` query slots
         of each of the ``G`` groups; gradients flow back into the LLM and the query tables.
     routes: the routing token of each group, e.g. ``"[DET]"``.
-    labels: the text before each routing token (``"person"`` in ``person[DET]``); empty strings
-        when the model has no tokenizer attached (``label_ids`` are always there).
-    label_ids: the token ids of each label.
+    labels: the phrase before each routing token (``"person"`` in ``person[DET]``), lead-in words
+        removed; empty strings when the model has no tokenizer attached (``label_ids`` are always there).
+    label_ids: the token ids before each routing token back to the previous special token, as
+        written: a first group's also hold the answer's lead-in ("yes, here are the results for").
     sample_index: ``(G,)`` the batch element each group belongs to.
     """
 
