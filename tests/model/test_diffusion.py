@@ -281,6 +281,27 @@ def test_an_oracle_denoiser_gives_back_its_image_through_the_pipelines(monkeypat
         assert np.abs(pixels(made.images[0]) - target).max() <= 6, scheduler
 
 
+@pytest.mark.parametrize("latent", [False, True])
+def test_pixel_space_sampling_clamps_the_clean_estimate_and_latent_sampling_does_not(latent):
+    """Pixel values live in [−1, 1]; latents do not. The clamp must survive the pipelines, which
+    reset ``clip_sample`` (hence dynamic thresholding with its ceiling at 1), for every scheduler
+    that can threshold."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+    for edit, decoder_class in ((False, GenerationDecoder), (True, EditingDecoder)):
+        decoder = decoder_class(GenerationConfig.tiny(latent=latent, edit=edit), WIDTH)
+        for scheduler in (decoder._fresh_scheduler(None), decoder._fresh_scheduler(DPMSolverMultistepScheduler),
+                          decoder._fresh_scheduler("DDPMScheduler")):
+            kept = decoder.pipeline(scheduler).scheduler.config
+            assert kept.thresholding is not latent and kept.sample_max_value == 1.0, type(scheduler).__name__
+    # The clamp: a clean estimate far outside the pixel range comes back inside it.
+    scheduler = GenerationDecoder(GenerationConfig.tiny(latent=latent), WIDTH)._fresh_scheduler(DDPMScheduler)
+    scheduler.set_timesteps(10)
+    wild = torch.full((1, 3, 4, 4), 5.0)  # with ε = 0 the clean estimate is ≈ the sample: far out of range
+    last = scheduler.step(torch.zeros_like(wild), scheduler.timesteps[-1], wild).pred_original_sample
+    assert (last.abs().max() <= 1.0) is not latent
+
+
 def test_same_seed_same_image_other_seed_other_image(generator_decoder):
     link = link_of(2)
     first = generator_decoder.predict(link, seed=7)
