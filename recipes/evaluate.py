@@ -10,7 +10,8 @@ product, not a training shortcut:
 - interactive segmentation: mean mask IoU of the answer to each visual prompt;
 - pose: COCO keypoint AP (OKS) per figure kind;
 - VQA: exact match of the normalised answer;
-- generation / editing: a classical checker of the asked colour, shape and place.
+- generation / editing: a classical checker of the asked colour, shape and place (an edit is judged
+  on the object it names, found near that object's place in the truth).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def _pictures(session: Session, samples: Sequence[Sample], task: str) -> dict[st
         meta = sample.meta
         turn = (session.generate(meta["caption"], seed=index) if task == "generate"
                 else session.edit(meta["caption"], image=sample.images[0], seed=index))
-        for name, ok in check_picture(turn.images.images[0], meta["colour"], meta["kind"], meta["place"]).items():
+        verdict = check_picture(turn.images.images[0], meta["colour"], meta["kind"], meta["place"], near=meta.get("box"))
+        for name, ok in verdict.items():
             checks[name].append(ok)
     metrics = {f"{name}_accuracy": float(np.mean(values)) for name, values in checks.items()}
     metrics["checker_accuracy"] = float(np.mean(checks["all"]))

@@ -28,13 +28,31 @@ def background_colour(picture: np.ndarray) -> np.ndarray:
     return np.median(border, 0)
 
 
-def foreground(picture: np.ndarray, threshold: float = 60.0) -> np.ndarray:
-    """The largest connected region whose colour differs from the border's median, bool ``(H, W)``."""
-    distance = np.linalg.norm(picture.astype(np.float32) - background_colour(picture), axis=-1)
-    labels, count = ndimage.label(distance > threshold)
+def foreground(picture: np.ndarray, threshold: float = 60.0, near: np.ndarray | None = None) -> np.ndarray:
+    """The largest connected one-colour region that differs from the border's median, bool ``(H, W)``.
+
+    near: a box xyxy in fractions of the picture's width and height; then the region with the most
+    pixels inside it wins (an edit is judged on the object it names, not on a larger neighbour).
+    """
+    pixels = picture.astype(np.float32)
+    differs = np.linalg.norm(pixels - background_colour(picture), axis=-1) > threshold  # (H, W)
+    # Regions are split by nearest ShapesWorld colour, so touching shapes of two colours stay two.
+    nearest = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1).argmin(-1)  # (H, W)
+    labels, count = np.zeros(picture.shape[:2], np.int32), 0
+    for colour in np.unique(nearest[differs]):
+        part, found = ndimage.label(differs & (nearest == colour))
+        labels[part > 0] = part[part > 0] + count
+        count += found
     if count == 0:
         return np.zeros(picture.shape[:2], bool)
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=range(1, count + 1))
+    if near is not None:
+        height, width = picture.shape[:2]
+        x0, y0, x1, y1 = np.asarray(near, dtype=np.float64) * [width, height, width, height]
+        inside = labels[int(y0):max(int(np.ceil(y1)), int(y0) + 1), int(x0):max(int(np.ceil(x1)), int(x0) + 1)]
+        sizes = np.bincount(inside.ravel(), minlength=count + 1)[1:]  # each region's pixels in the box
+        if not sizes.any():
+            return np.zeros(picture.shape[:2], bool)
     return labels == 1 + int(np.argmax(sizes))
 
 
@@ -91,10 +109,15 @@ def shape_by_matching(alpha: np.ndarray) -> str:
     return best
 
 
-def check_picture(image: Image.Image, colour: str, kind: str, place: str) -> dict[str, bool]:
-    """Which of the asked colour / shape / place the picture shows, and ``"all"`` of them."""
+def check_picture(image: Image.Image, colour: str, kind: str, place: str,
+                  near: np.ndarray | None = None) -> dict[str, bool]:
+    """Which of the asked colour / shape / place the picture shows, and ``"all"`` of them.
+
+    near: where the object should be, xyxy in fractions of the picture (see :func:`foreground`);
+    by default the largest object is judged.
+    """
     picture = np.asarray(image.convert("RGB"))
-    mask = foreground(picture)
+    mask = foreground(picture, near=near)
     if mask.sum() < 4:
         return {"colour": False, "kind": False, "place": False, "all": False}
     median = np.median(picture[mask].astype(np.float32), 0)

@@ -287,7 +287,8 @@ def _edit(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
     messages = [_user(templates.edit_question(instruction)), Message("assistant", templates.single_answer(world.processor, T.EDIT))]
     obj = next(o for o in edited.objects if o.kind == kind)
     return Sample("edit", messages, [source.image], targets={"ip2p": DiffusionTarget(edited.image, instruction)},
-                  meta={"caption": instruction, "colour": str(colour), "kind": kind, "place": obj.place})
+                  meta={"caption": instruction, "colour": str(colour), "kind": kind, "place": obj.place,
+                        "box": (obj.box / world.image_size).tolist()})  # the edited object, in fractions
 
 
 TASK_BUILDERS = {
