@@ -150,7 +150,10 @@ class Trainer:
             with accelerator.autocast():
                 output = self.model(batch.to(accelerator.device), images, targets)
         loss = output.loss
-        label_loss = slot_label_loss(model, output.link) if config.link_label_loss and config.stage == 2 else None
+        label_loss = None
+        if config.link_label_loss and config.stage == 2:
+            expressions = [s.meta.get("expression") if s.task == "ground" else None for s in samples]
+            label_loss = slot_label_loss(model, output.link, expressions)
         if label_loss is not None:
             loss = loss + config.link_label_loss * label_loss
         accelerator.backward(loss)
@@ -239,22 +242,27 @@ class Trainer:
 NAMED_ROUTES = frozenset({T.DET, T.SEG, T.POSE})  # "red circle[DET]…", "dog[POSE]…", "region1[DET]…"
 
 
-def slot_label_loss(model: VisionLLMv2, link: dict[str, Any]) -> torch.Tensor | None:
+def slot_label_loss(model: VisionLLMv2, link: dict[str, Any],
+                    expressions: Sequence[str | None] = ()) -> torch.Tensor | None:
     """Cross-entropy of each group's label words, read from its query-slot states by the LM head.
 
     An auxiliary stage-2 loss (``TrainConfig.link_label_loss``), not part of the official recipe:
     the LM loss ignores the slots, so nothing but the decoders' gradients asks a small LLM to carry
     ``red circle`` into the states after ``red circle[DET]``; ``bench/link_probe.py`` shows a
-    from-scratch one mostly does not. Only routes whose answer names the group right before the
-    routing token count (:data:`NAMED_ROUTES`); a grounding or generation answer's words before it
-    ("Yes, it is", "Here it is") say nothing about what the slots must carry.
+    from-scratch one mostly does not. Routes whose answer names the group right before the routing
+    token (:data:`NAMED_ROUTES`) are asked for that name. A grounding answer names nothing ("Yes,
+    it is[GRD]"): its slots are asked for the question's referring expression, ``expressions[b]``
+    for batch element ``b`` (``None``: no term). Generation's "Here it is" says nothing either.
     """
     terms = []
     for states in link.values():
         # The label's own words: ``label_ids`` also hold the lead-in ("Yes, here are the results for"),
         # which every first group shares and which would teach the slots nothing about their class.
-        words_of_group = [model.tokenizer.encode_text(label) if label and route in NAMED_ROUTES else []
-                          for label, route in zip(states.labels, states.routes)]
+        words_of_group = []
+        for label, route, row in zip(states.labels, states.routes, states.sample_index.tolist()):
+            phrase = (label if route in NAMED_ROUTES
+                      else expressions[row] if route == T.GRD and row < len(expressions) else None)
+            words_of_group.append(model.tokenizer.encode_text(phrase) if phrase else [])
         if not any(words_of_group):
             continue
         log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from visionllm2.model import tokens as T
 from visionllm2.model.config import VisionLLMv2Config
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.processor import Processor
@@ -229,10 +230,19 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert model.emb_embeddings_det.weight.grad.abs().sum() > 0
     assert slot_label_loss(model, {}) is None
-    # A grounding answer ("Yes, it is[GRD]…") names nothing before its routing token: no term.
+    # A grounding answer ("Yes, it is[GRD]…") names nothing before its routing token: no term from
+    # it; given the questions' referring expressions, the [GRD] slots are asked for those words.
     grounding = fixed_source({"ground": 1.0}, count=2).batch(0, 2, 0, 1)
     batch, images, _ = samples_to_inputs(Processor(config, tokenizer), grounding, tokenizer.pad_id)
-    assert slot_label_loss(model, model(batch, images).link) is None
+    link = model(batch, images).link
+    assert slot_label_loss(model, link) is None
+    expressions = [sample.meta["expression"] for sample in grounding]
+    groups = link["gdino"]
+    assert groups.routes == [T.GRD, T.GRD]
+    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(expressions[row])].mean()
+                           for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
+    assert torch.allclose(slot_label_loss(model, link, expressions), by_hand)
+    assert slot_label_loss(model, link, [None, None]) is None
     result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
     assert all(np.isfinite(r["link_label"]) and r["link_label"] > 0 for r in result.records)
     with pytest.raises(ValueError, match="link_label_loss"):
