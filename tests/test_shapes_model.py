@@ -86,6 +86,19 @@ def test_generation_is_seeded_and_well_formed(session):
     assert set(verdict) == {"colour", "kind", "place", "all"}
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "#9: the shipped denoiser reads the caption's colour but hardly its shape or place words "
+    "(bench/generation_probe.py), so a blue square comes out as a blue blob anywhere; the test "
+    "turns to XPASS when a better-trained denoiser ships"))
+def test_a_generated_blue_square_passes_the_checker(session):
+    passed = []
+    for seed in range(4):
+        session.reset()
+        picture = session.generate("blue square in the centre", seed=seed).images.images[0]
+        passed.append(check_picture(picture, "blue", "square", "centre")["all"])
+    assert sum(passed) >= 3, passed
+
+
 def test_the_demo_transcript_keeps_its_shape(tmp_path):
     from visionllm2.recipes.demo import run_demo
 
