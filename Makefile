@@ -22,7 +22,7 @@ SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
-SHAPES_STAGES_2 := 1b 2c 2g 2h 3h
+SHAPES_STAGES_2 := 1b 2c 2g 2h 3h 2i 3i
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -54,7 +54,7 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/decoders $(SHAPES_RUNS)/stage3_generation_b/model $(SHAPES_RUNS)/release1 \
 		--score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_2); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2h/model $(SHAPES_RUNS)/stage3h/model model/weights/shapes --decoder gdino \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2i/model $(SHAPES_RUNS)/stage3i/model model/weights/shapes --decoder gdino \
 		--half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 100 --json $(SHAPES_RUNS)/eval.json
 

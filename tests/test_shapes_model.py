@@ -48,6 +48,12 @@ def test_shipped_weights_fit_the_budget_and_carry_every_decoder(session):
 def test_a_known_scenes_red_circle_is_found_and_segmented(session):
     scene = render_scene(RED_CIRCLE_SCENE)
     truth = next(o for o in scene.objects if o.name == "red circle")
+    grounded = session.ground("the red circle", image=scene.image).boxes  # 0.83 when shipped
+    assert len(grounded) == 1 and box_iou(grounded.xyxy[0], truth.box) >= 0.8
+    masks = session.segment(prompts=[grounded[0]]).masks  # the found box becomes the visual prompt
+    assert len(masks) == 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7
+    # The same object by detection, then segmented by name in the next turn.
+    session.reset()
     found = session.detect(["red circle"], image=scene.image).boxes
     best = int(np.argmax(found.scores))
     assert found.labels[best] == "red circle" and box_iou(found.xyxy[best], truth.box) >= 0.8
