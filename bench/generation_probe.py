@@ -117,7 +117,7 @@ def main() -> None:
     for sampler, steps in SAMPLERS:
         for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps)),
                              ("through the link", through_the_link(session, metas, sampler, steps))):
-            table.add_row(path, sampler.removesuffix("Scheduler"), str(steps),
+            table.add_row(path, sampler.replace("MultistepScheduler", "").removesuffix("Scheduler"), str(steps),
                           *(f"{scores[k]:.2f}" for k in ("colour", "kind", "place", "all")))
     console.print(table)
 
