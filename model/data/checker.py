@@ -1,7 +1,8 @@
 """A classical checker of a generated or edited picture: is the asked colour, shape and place there?
 
 No learned model is involved, so it can judge ours. The background is the median of the border
-pixels; the object is the largest connected region that differs from it. Its colour is the nearest
+pixels; the object is the largest connected one-colour region that differs from it (for an edit,
+the one with most pixels inside the named object's true box). Its colour is the nearest
 ShapesWorld colour to its median pixel; its place is :func:`place_word` of its box; its shape
 comes from two rotation-invariant measures: solidity (area / convex-hull area, low only for the
 star) and fill (area / the circle through its farthest pixel: circle 1, hexagon .83, square .64,

@@ -30,7 +30,8 @@ class TrainConfig:
     instead, for a small LLM trained from scratch, where r 32 saves nothing and limits what it can
     learn). stage 3: decoder-only (everything frozen but the decoders and the super-link query tables).
     ``link_label_loss`` (stage 2, not in the official recipe): weight of an auxiliary loss that has
-    the LM head read each group's label words from its query-slot states (see
+    the LM head read each group's label words (a grounding group's: the question's referring
+    expression) from its query-slot states (see
     :func:`~visionllm2.model.training.trainer.slot_label_loss`), for small LLMs trained from scratch.
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
