@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import tokens as T
 from ..data.tasks import DEFAULT_TASKS
 
 #: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
@@ -16,6 +17,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 STAGE_TASKS: dict[int, dict[str, float]] = {
     0: {"generate": 1.0, "edit": 1.0}, 1: {"chat": 1.0}, 2: dict(DEFAULT_TASKS), 3: dict(DEFAULT_TASKS),
 }
+
+#: Groups the slot label loss asks by default, and all it can ask: a detection / segmentation / pose
+#: group for its label, a grounding group for the question's expression, a generation / editing
+#: group for its caption / instruction.
+LINK_LABEL_ROUTES = (T.DET, T.SEG, T.POSE, T.GRD)
+ALL_LINK_LABEL_ROUTES = (*LINK_LABEL_ROUTES, T.GEN, T.EDIT)
 
 
 @dataclass
@@ -31,7 +38,9 @@ class TrainConfig:
     learn). stage 3: decoder-only (everything frozen but the decoders and the super-link query tables).
     ``link_label_loss`` (stage 2, not in the official recipe): weight of an auxiliary loss that has
     the LM head read each group's label words (a grounding group's: the question's referring
-    expression) from its query-slot states (see
+    expression; a generation or editing group's: the caption or instruction) from its query-slot
+    states, for the routes in ``link_label_routes`` (default: detection, segmentation, pose and
+    grounding, :data:`LINK_LABEL_ROUTES`; add ``[GEN]`` / ``[EDIT]`` to ask those too) (see
     :func:`~visionllm2.model.training.trainer.slot_label_loss`), for small LLMs trained from scratch.
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
@@ -60,6 +69,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
     link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
+    link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -80,6 +90,9 @@ class TrainConfig:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
         if self.link_label_loss < 0:
             raise ValueError(f"link_label_loss: expected a weight ≥ 0, got {self.link_label_loss!r}")
+        unknown = sorted(set(self.link_label_routes) - set(ALL_LINK_LABEL_ROUTES))
+        if unknown:
+            raise ValueError(f"link_label_routes: unknown routes {unknown}; expected some of {list(ALL_LINK_LABEL_ROUTES)}")
         if self.attach_decoders is not None and not self.attach:
             raise ValueError(f"attach_decoders: names decoders of the attach model, but attach is not set "
                              f"(got attach_decoders={self.attach_decoders!r})")

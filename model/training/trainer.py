@@ -28,7 +28,7 @@ from ..batch import Batch, collate
 from ..data.samples import Sample
 from ..processor import Processor, RegionInput
 from ..visionllm import VisionLLMv2, VisionLLMv2Output
-from .config import TrainConfig
+from .config import LINK_LABEL_ROUTES, TrainConfig
 from .sources import SampleSource, build_source
 from .stages import merge_lora, prepare_stage
 
@@ -152,8 +152,8 @@ class Trainer:
         loss = output.loss
         label_loss = None
         if config.link_label_loss and config.stage == 2:
-            expressions = [s.meta.get("expression") if s.task == "ground" else None for s in samples]
-            label_loss = slot_label_loss(model, output.link, expressions)
+            phrases = [s.meta.get(PHRASE_OF_TASK.get(s.task, ""), None) for s in samples]
+            label_loss = slot_label_loss(model, output.link, phrases, config.link_label_routes)
         if label_loss is not None:
             loss = loss + config.link_label_loss * label_loss
         accelerator.backward(loss)
@@ -240,19 +240,22 @@ class Trainer:
 
 
 NAMED_ROUTES = frozenset({T.DET, T.SEG, T.POSE})  # "red circle[DET]…", "dog[POSE]…", "region1[DET]…"
+#: What a group whose answer names nothing before its token is asked for: its sample's ``meta`` key.
+PHRASE_OF_TASK = {"ground": "expression", "generate": "caption", "edit": "caption"}
 
 
-def slot_label_loss(model: VisionLLMv2, link: dict[str, Any],
-                    expressions: Sequence[str | None] = ()) -> torch.Tensor | None:
+def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[str | None] = (),
+                    routes: Sequence[str] = LINK_LABEL_ROUTES) -> torch.Tensor | None:
     """Cross-entropy of each group's label words, read from its query-slot states by the LM head.
 
     An auxiliary stage-2 loss (``TrainConfig.link_label_loss``), not part of the official recipe:
     the LM loss ignores the slots, so nothing but the decoders' gradients asks a small LLM to carry
     ``red circle`` into the states after ``red circle[DET]``; ``bench/link_probe.py`` shows a
-    from-scratch one mostly does not. Routes whose answer names the group right before the routing
-    token (:data:`NAMED_ROUTES`) are asked for that name. A grounding answer names nothing ("Yes,
-    it is[GRD]"): its slots are asked for the question's referring expression, ``expressions[b]``
-    for batch element ``b`` (``None``: no term). Generation's "Here it is" says nothing either.
+    from-scratch one mostly does not. Only groups of ``routes`` count. Those whose answer names the
+    group right before the routing token (:data:`NAMED_ROUTES`) are asked for that name. A
+    grounding, generation or editing answer names nothing ("Yes, it is[GRD]", "Here it is[GEN]"):
+    its slots are asked for ``phrases[b]``, batch element ``b``'s referring expression, caption or
+    instruction (:data:`PHRASE_OF_TASK`; ``None``: no term).
     """
     terms = []
     for states in link.values():
@@ -260,8 +263,8 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any],
         # which every first group shares and which would teach the slots nothing about their class.
         words_of_group = []
         for label, route, row in zip(states.labels, states.routes, states.sample_index.tolist()):
-            phrase = (label if route in NAMED_ROUTES
-                      else expressions[row] if route == T.GRD and row < len(expressions) else None)
+            phrase = (None if route not in routes else label if route in NAMED_ROUTES
+                      else phrases[row] if row < len(phrases) else None)
             words_of_group.append(model.tokenizer.encode_text(phrase) if phrase else [])
         if not any(words_of_group):
             continue

@@ -243,6 +243,20 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
                            for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
     assert torch.allclose(slot_label_loss(model, link, expressions), by_hand)
     assert slot_label_loss(model, link, [None, None]) is None
+    assert slot_label_loss(model, link, expressions, routes=[T.DET]) is None  # only the routes asked
+    # Generation groups ("Here it is[GEN]") are asked for their caption only when [GEN] is listed.
+    generation = fixed_source({"generate": 1.0}, count=2).batch(0, 2, 0, 1)
+    batch, images, _ = samples_to_inputs(Processor(config, tokenizer), generation, tokenizer.pad_id)
+    link = model(batch, images).link
+    captions = [sample.meta["caption"] for sample in generation]
+    assert slot_label_loss(model, link, captions) is None
+    groups = link[next(iter(link))]
+    assert groups.routes == [T.GEN, T.GEN]
+    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(captions[row])].mean()
+                           for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
+    assert torch.allclose(slot_label_loss(model, link, captions, routes=[T.GEN]), by_hand)
+    with pytest.raises(ValueError, match="link_label_routes"):
+        TrainConfig(link_label_routes=["[DET]", "[NOPE]"])
     result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
     assert all(np.isfinite(r["link_label"]) and r["link_label"] > 0 for r in result.records)
     with pytest.raises(ValueError, match="link_label_loss"):
