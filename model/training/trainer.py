@@ -152,7 +152,7 @@ class Trainer:
         loss = output.loss
         label_loss = None
         if config.link_label_loss and config.stage == 2:
-            phrases = [s.meta.get(PHRASE_OF_TASK.get(s.task, ""), None) for s in samples]
+            phrases = [s.meta.get(PHRASE_OF_TASK[s.task]) if s.task in PHRASE_OF_TASK else None for s in samples]
             label_loss = slot_label_loss(model, output.link, phrases, config.link_label_routes)
         if label_loss is not None:
             loss = loss + config.link_label_loss * label_loss
