@@ -46,8 +46,9 @@ def foreground(picture: np.ndarray, threshold: float = 60.0, near: np.ndarray | 
         count += found
     if count == 0:
         return np.zeros(picture.shape[:2], bool)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=range(1, count + 1))
-    if near is not None:
+    if near is None:
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # each region's pixels
+    else:
         height, width = picture.shape[:2]
         x0, y0, x1, y1 = np.asarray(near, dtype=np.float64) * [width, height, width, height]
         inside = labels[int(y0):max(int(np.ceil(y1)), int(y0) + 1), int(x0):max(int(np.ceil(x1)), int(x0) + 1)]
