@@ -11,13 +11,14 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model
 
-# Train the shipped `shapes` model from scratch (≈ 5 h on an idle 2-core CPU, minutes on a GPU).
+# Train the shipped `shapes` model from scratch (≈ 5½ h on an idle 2-core CPU, minutes on a GPU).
 # Every stage checkpoints and resumes: run it again after an interruption. First release: the
 # detector (3, 3b, 3c), pose (3_pose) and generation link (over the denoisers of 0 and 0b) runs
 # train disjoint parameters over one stage-2 LLM and `attach` joins them (release1). Then a longer
 # chat stage (1b), stage 2 again with release1's decoders as a warm start (2c), the whole LLM
-# fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), and the detector
-# alone over 2h (3h), grafted onto 2h: the shipped model.
+# fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), the detector alone
+# over 2h (3h), the slot loss on grounding's expression too (2i), and the detector alone over 2i
+# (3i), grafted onto 2i: the shipped model.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
