@@ -1,7 +1,7 @@
 """Where a [GEN] picture goes wrong: the denoiser, the sampler, or the super link.
 
-Two tables on held-out ShapesWorld generation samples, judged by the classical checker
-(``visionllm2.model.data.checker``: the asked colour, shape and place):
+Two tables on held-out ShapesWorld generation samples, judged by the classical checker as
+``visionllm2 eval`` judges them (``checker_scores``: the asked colour, shape and place):
 
 1. **Checker accuracy per sampler**, for the denoiser alone (the caption through its own frozen
    text encoder: the best the link can hope to imitate) and for the whole model (the caption asked
@@ -17,7 +17,6 @@ denoiser reads the colour and hardly the shape or the place, which caps what any
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,23 +24,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from visionllm2.model.data.checker import check_picture
 from visionllm2.model.data.shapes import COLOURS, SHAPES
 from visionllm2.model.data.tasks import ShapesWorld, caption_of
 from visionllm2.model.decoders.diffusion_parts import build_scheduler, to_pixels
+from visionllm2.recipes.evaluate import checker_scores
 from visionllm2.sdk import Session
 
 SAMPLERS = (("DDIMScheduler", 20), ("DDPMScheduler", 50), ("DPMSolverMultistepScheduler", 20))
 PLACES = ("left", "right", "top", "bottom", "centre")
 NOISE_LEVELS = (100, 300, 500, 700)
-
-
-def accuracy(pictures, metas) -> dict[str, float]:
-    checks = defaultdict(list)
-    for picture, meta in zip(pictures, metas):
-        for name, ok in check_picture(picture, meta["colour"], meta["kind"], meta["place"]).items():
-            checks[name].append(ok)
-    return {name: float(np.mean(values)) for name, values in checks.items()}
 
 
 def denoiser_alone(decoder, metas, sampler: str, steps: int) -> dict[str, float]:
@@ -53,7 +44,7 @@ def denoiser_alone(decoder, metas, sampler: str, steps: int) -> dict[str, float]
                         generator=[torch.Generator().manual_seed(i) for i in range(len(metas))],
                         num_inference_steps=steps, guidance_scale=decoder.config.guidance_scale,
                         height=side, width=side, output_type="pil").images
-    return accuracy(pictures, metas)
+    return checker_scores(pictures, metas)
 
 
 def through_the_link(session: Session, metas, sampler: str, steps: int) -> dict[str, float]:
@@ -62,7 +53,7 @@ def through_the_link(session: Session, metas, sampler: str, steps: int) -> dict[
         session.reset()
         turn = session.generate(meta["caption"], seed=index, scheduler=sampler, num_inference_steps=steps)
         pictures.append(turn.images.images[0])
-    return accuracy(pictures, metas)
+    return checker_scores(pictures, metas)
 
 
 def swapped(meta: dict, word: str, rng: np.random.Generator) -> str:
@@ -118,7 +109,7 @@ def main() -> None:
         for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps)),
                              ("through the link", through_the_link(session, metas, sampler, steps))):
             table.add_row(path, sampler.replace("MultistepScheduler", "").removesuffix("Scheduler"), str(steps),
-                          *(f"{scores[k]:.2f}" for k in ("colour", "kind", "place", "all")))
+                          *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
     console.print(table)
 
     errors = words_read(decoder, ShapesWorld(session.processor, "train"), args.samples)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import supervision as sv
+from PIL import Image
 
 from visionllm2.model.data.checker import check_picture
 from visionllm2.model.data.samples import TASK_DECODERS, Sample
@@ -137,19 +138,29 @@ def _chat(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     return {"exact_match": float(np.mean(hits))}
 
 
-def _pictures(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
+def checker_scores(pictures: Sequence[Image.Image], metas: Sequence[dict]) -> dict[str, float]:
+    """Checker accuracy of pictures against their samples' ``meta`` (colour, kind, place, and an
+    edit's ``box``): ``colour_accuracy``, ``kind_accuracy``, ``place_accuracy``, ``all_accuracy``
+    and ``checker_accuracy`` (= all)."""
     checks = defaultdict(list)
-    for index, sample in enumerate(samples):
-        session.reset()
-        meta = sample.meta
-        turn = (session.generate(meta["caption"], seed=index) if task == "generate"
-                else session.edit(meta["caption"], image=sample.images[0], seed=index))
-        verdict = check_picture(turn.images.images[0], meta["colour"], meta["kind"], meta["place"], near=meta.get("box"))
+    for picture, meta in zip(pictures, metas):
+        verdict = check_picture(picture, meta["colour"], meta["kind"], meta["place"], near=meta.get("box"))
         for name, ok in verdict.items():
             checks[name].append(ok)
     metrics = {f"{name}_accuracy": float(np.mean(values)) for name, values in checks.items()}
     metrics["checker_accuracy"] = float(np.mean(checks["all"]))
     return metrics
+
+
+def _pictures(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
+    pictures = []
+    for index, sample in enumerate(samples):
+        session.reset()
+        meta = sample.meta
+        turn = (session.generate(meta["caption"], seed=index) if task == "generate"
+                else session.edit(meta["caption"], image=sample.images[0], seed=index))
+        pictures.append(turn.images.images[0])
+    return checker_scores(pictures, [sample.meta for sample in samples])
 
 
 SCORERS: dict[str, Callable[[Session, Sequence[Sample]], dict[str, float]]] = {
