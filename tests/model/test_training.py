@@ -236,12 +236,14 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     batch, images, _ = samples_to_inputs(Processor(config, tokenizer), grounding, tokenizer.pad_id)
     link = model(batch, images).link
     assert slot_label_loss(model, link) is None
+    def phrase_loss_by_hand(groups, phrases):  # each group's slots asked for its sample's phrase
+        return torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(phrases[row])].mean()
+                            for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
+
     expressions = [sample.meta["expression"] for sample in grounding]
     groups = link["gdino"]
     assert groups.routes == [T.GRD, T.GRD]
-    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(expressions[row])].mean()
-                           for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
-    assert torch.allclose(slot_label_loss(model, link, expressions), by_hand)
+    assert torch.allclose(slot_label_loss(model, link, expressions), phrase_loss_by_hand(groups, expressions))
     assert slot_label_loss(model, link, [None, None]) is None
     assert slot_label_loss(model, link, expressions, routes=[T.DET]) is None  # only the routes asked
     # Generation groups ("Here it is[GEN]") are asked for their caption only when [GEN] is listed.
@@ -252,9 +254,7 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     assert slot_label_loss(model, link, captions) is None
     groups = link[next(iter(link))]
     assert groups.routes == [T.GEN, T.GEN]
-    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(captions[row])].mean()
-                           for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
-    assert torch.allclose(slot_label_loss(model, link, captions, routes=[T.GEN]), by_hand)
+    assert torch.allclose(slot_label_loss(model, link, captions, routes=[T.GEN]), phrase_loss_by_hand(groups, captions))
     with pytest.raises(ValueError, match="link_label_routes"):
         TrainConfig(link_label_routes=["[DET]", "[NOPE]"])
     result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
