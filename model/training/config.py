@@ -42,6 +42,9 @@ class TrainConfig:
     states, for the routes in ``link_label_routes`` (default: detection, segmentation, pose and
     grounding, :data:`LINK_LABEL_ROUTES`; add ``[GEN]`` / ``[EDIT]`` to ask those too) (see
     :func:`~visionllm2.model.training.trainer.slot_label_loss`), for small LLMs trained from scratch.
+    ``link_label_marks``: an interactive group ("region1[DET]…") is asked for the class of the object
+    its visual prompt marks ("red circle") instead of the mark's own name, which says nothing about
+    what to find.
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
@@ -70,6 +73,7 @@ class TrainConfig:
     train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
     link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
     link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
+    link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05

@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ class Trainer:
         loss = output.loss
         label_loss = None
         if config.link_label_loss and config.stage == 2:
-            phrases = [s.meta.get(PHRASE_OF_TASK[s.task]) if s.task in PHRASE_OF_TASK else None for s in samples]
+            phrases = [slot_phrases(s, config.link_label_marks) for s in samples]
             label_loss = slot_label_loss(model, output.link, phrases, config.link_label_routes)
         if label_loss is not None:
             loss = loss + config.link_label_loss * label_loss
@@ -244,7 +244,18 @@ NAMED_ROUTES = frozenset({T.DET, T.SEG, T.POSE})  # "red circle[DET]…", "dog[P
 PHRASE_OF_TASK = {"ground": "expression", "generate": "caption", "edit": "caption"}
 
 
-def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[str | None] = (),
+def slot_phrases(sample: Sample, marks: bool = False) -> str | dict[str, str] | None:
+    """What :func:`slot_label_loss` asks a sample's groups for beyond their own names: the phrase of
+    :data:`PHRASE_OF_TASK` (one for every group of the sample), or with ``marks`` an interactive
+    sample's mark → the class of the object it marks (``{"region1": "red circle"}``)."""
+    if sample.task in PHRASE_OF_TASK:
+        return sample.meta.get(PHRASE_OF_TASK[sample.task])
+    if marks and sample.task == "interactive":
+        return {f"region{index}": obj.name for index, obj in enumerate(sample.meta["objects"], start=1)}
+    return None
+
+
+def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[str | Mapping[str, str] | None] = (),
                     routes: Sequence[str] = LINK_LABEL_ROUTES) -> torch.Tensor | None:
     """Cross-entropy of each group's label words, read from its query-slot states by the LM head.
 
@@ -255,7 +266,9 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[
     group right before the routing token (:data:`NAMED_ROUTES`) are asked for that name. A
     grounding, generation or editing answer names nothing ("Yes, it is[GRD]", "Here it is[GEN]"):
     its slots are asked for ``phrases[b]``, batch element ``b``'s referring expression, caption or
-    instruction (:data:`PHRASE_OF_TASK`; ``None``: no term).
+    instruction (:data:`PHRASE_OF_TASK`; ``None``: no term). A mapping ``phrases[b]`` renames the
+    groups it lists (an interactive sample's ``region1`` → the class its mark covers, see
+    :func:`slot_phrases`).
     """
     terms = []
     for states in link.values():
@@ -263,14 +276,21 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[
         # which every first group shares and which would teach the slots nothing about their class.
         words_of_group = []
         for label, route, row in zip(states.labels, states.routes, states.sample_index.tolist()):
-            phrase = (None if route not in routes else label if route in NAMED_ROUTES
-                      else phrases[row] if row < len(phrases) else None)
+            given = phrases[row] if row < len(phrases) else None
+            phrase = (None if route not in routes else _renamed(model, given, label) if isinstance(given, Mapping)
+                      else label if route in NAMED_ROUTES else given)
             words_of_group.append(model.tokenizer.encode_text(phrase) if phrase else [])
         if not any(words_of_group):
             continue
         log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder
         terms += [-group[:, words].mean() for group, words in zip(log_probs, words_of_group) if words]
     return torch.stack(terms).mean() if terms else None
+
+
+def _renamed(model: VisionLLMv2, names: Mapping[str, str], label: str) -> str | None:
+    """``names[label]``, matched by words: a label decoded from the answer reads "region 1"."""
+    words = model.tokenizer.encode_text(label)
+    return next((phrase for name, phrase in names.items() if model.tokenizer.encode_text(name) == words), None)
 
 
 def _drop_log_records_after(path: Path, step: int) -> None:

@@ -255,6 +255,23 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     groups = link[next(iter(link))]
     assert groups.routes == [T.GEN, T.GEN]
     assert torch.allclose(slot_label_loss(model, link, captions, routes=[T.GEN]), phrase_loss_by_hand(groups, captions))
+    # An interactive group is named by its mark ("region1[DET]…"); with marks, its slots are asked
+    # for the class of the object the mark covers instead, which is what the detector must find.
+    from visionllm2.model.training.trainer import slot_phrases
+
+    interactive = fixed_source({"interactive": 1.0}, count=2).batch(0, 2, 0, 1)
+    batch, images, _ = samples_to_inputs(Processor(config, tokenizer), interactive, tokenizer.pad_id)
+    link = model(batch, images).link
+    groups = link["gdino"]
+    assert all(label.startswith("region") for label in groups.labels)
+    assert [slot_phrases(s) for s in interactive] == [None, None]
+    marks = [slot_phrases(s, marks=True) for s in interactive]
+    named = [o.name for s in interactive for o in s.meta["objects"]]  # groups in answer order
+    assert len(named) == len(groups.labels) and marks[0]["region1"] == named[0]
+    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(name)].mean()
+                           for slots, name in zip(groups.states, named)]).mean()
+    assert torch.allclose(slot_label_loss(model, link, marks), by_hand)
+    assert not torch.allclose(slot_label_loss(model, link), by_hand)  # without marks: asked for "region1"
     with pytest.raises(ValueError, match="link_label_routes"):
         TrainConfig(link_label_routes=["[DET]", "[NOPE]"])
     result = run(tmp_path, 2, 3, fixed_source({"detect": 1.0}), link_label_loss=0.5)
