@@ -100,7 +100,7 @@ class Trainer:
         self.model = model if model is not None else build_model(config)
         self.processor = Processor(self.model.config, self.model.tokenizer)
         self.source = source or build_source(config.data, self.processor, config.task_weights, config.domains,
-                                             config.seed, config.image_root)
+                                             config.seed, config.image_root, config.domain_rate)
         groups = prepare_stage(self.model, config)
         parameters = [
             {"params": groups["decoders"], "lr": config.learning_rate},

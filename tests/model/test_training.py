@@ -118,6 +118,26 @@ def test_bad_training_configs_are_refused(tmp_path):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="attach is not set"):
         TrainConfig(attach_decoders=["gdino"])
+    with pytest.raises(ValueError, match="domain_rate"):
+        TrainConfig(domain_rate=1.5)
+
+
+def test_the_domain_rate_sets_how_often_a_training_scene_comes_from_a_domain_pack():
+    from visionllm2.model.data.domains import DOMAINS
+    from visionllm2.model.training.sources import build_source
+
+    config = VisionLLMv2Config.preset("tiny")
+    processor = Processor(config, Tokenizer.builtin())
+    domain_classes = {kind for classes in DOMAINS.values() for kind in classes}
+
+    def domain_share(rate: float) -> float:
+        source = build_source(["shapes"], processor, {"detect": 1.0}, ["industrial", "medical"], 0, domain_rate=rate)
+        samples = [s for step in range(12) for s in source.batch(step, 8)]
+        return np.mean([any(o.kind in domain_classes for o in s.meta["objects"]) for s in samples])
+
+    assert domain_share(0.0) == 0.0
+    assert domain_share(1.0) > 0.8  # a flawless part has no object to tell its domain by
+    assert 0.1 < domain_share(0.25) < 0.45
 
 
 def generation_model() -> VisionLLMv2:
