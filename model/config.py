@@ -123,6 +123,8 @@ class DetectionConfig:
     dice_weight: float = 5.0
     focal_alpha: float = 0.25
     mask_points: int = 12544             # points sampled per mask for its loss (112²)
+    mask_oversample_ratio: float = 3.0   # candidates per point for the uncertain share (Mask DINO's)
+    mask_importance_ratio: float = 0.75  # share of points at the most uncertain candidates; 0: all uniform
     # post-processing
     max_detections: int = 100
     score_threshold: float = 0.3

@@ -8,6 +8,7 @@ them (DESIGN §7) and the official decoder trains fine from the released weights
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -63,9 +64,9 @@ def box_set_losses(logits: torch.Tensor, boxes: torch.Tensor, indices, targets, 
     return config.class_weight * focal, config.box_l1_weight * l1, config.giou_weight * giou
 
 
-def _mask_losses(pred: torch.Tensor, target_masks: list[torch.Tensor], inputs: DetectorInputs, points: int,
-                 num_boxes: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """BCE + dice at random points of the image, on matched (prediction, target) pairs.
+def _mask_losses(pred: list[torch.Tensor], target_masks: list[torch.Tensor], inputs: DetectorInputs,
+                 config: DetectionConfig, num_boxes: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE + dice at sampled points of the image, on matched (prediction, target) pairs.
 
     pred: per image the matched mask logits ``(n, H/4, W/4)`` on the padded input; targets at
     original size. Both are sampled at the same image-relative points, so sizes never need to match.
@@ -75,16 +76,40 @@ def _mask_losses(pred: torch.Tensor, target_masks: list[torch.Tensor], inputs: D
         if len(logits) == 0:
             continue
         ph, pw = inputs.pixel_values.shape[-2:]
-        coords = torch.rand(len(logits), points, 2, device=logits.device)  # (n, P, 2) in [0, 1] of the image
-        # Image-relative → padded-input-relative grid coordinates in [-1, 1].
-        grid = torch.stack([coords[..., 0] * rw / pw, coords[..., 1] * rh / ph], -1) * 2 - 1
-        sampled = F.grid_sample(logits[:, None], grid[:, None], align_corners=False)[:, 0, 0]  # (n, P)
-        truth_grid = coords * 2 - 1
-        labels = F.grid_sample(truth[:, None].float(), truth_grid[:, None], mode="nearest", align_corners=False)[:, 0, 0]
+        at = partial(_logits_at, logits, (rw / pw, rh / ph))
+        coords = _training_points(at, len(logits), config, logits.device)  # (n, P, 2)
+        sampled = at(coords)
+        labels = F.grid_sample(truth[:, None].float(), coords[:, None] * 2 - 1, mode="nearest", align_corners=False)[:, 0, 0]
         bce.append(F.binary_cross_entropy_with_logits(sampled, labels, reduction="none").mean(1).sum())
         dice.append(dice_loss(sampled, labels, 1.0))
     zero = pred[0].sum() * 0 if pred else torch.zeros(())
     return (torch.stack(bce).sum() / num_boxes if bce else zero), (torch.stack(dice).sum() / num_boxes if dice else zero)
+
+
+def _logits_at(logits: torch.Tensor, shown: tuple[float, float], coords: torch.Tensor) -> torch.Tensor:
+    """Mask logits ``(n, h, w)`` of the padded input at image-relative points ``(n, P, 2)`` → ``(n, P)``;
+    ``shown``: the share (x, y) of the padded input that the image fills."""
+    grid = (coords * coords.new_tensor(shown)) * 2 - 1  # padded-input grid in [-1, 1]
+    return F.grid_sample(logits[:, None], grid[:, None], align_corners=False)[:, 0, 0]
+
+
+@torch.no_grad()
+def _training_points(logits_at, count: int, config: DetectionConfig, device: torch.device) -> torch.Tensor:
+    """Where each of ``count`` masks is supervised: ``(count, P, 2)`` image-relative points.
+
+    Mask2Former's and Mask DINO's importance sampling: of ``mask_points`` P, the share
+    ``mask_importance_ratio`` are the most uncertain (logit nearest 0) among ``mask_oversample_ratio``
+    × P random candidates, the rest uniform. Uniform points alone give an object of 40 pixels in a
+    128² picture about 2 positive points of 1,024, so the head learns to leave small objects empty.
+    """
+    points = config.mask_points
+    uncertain = int(points * config.mask_importance_ratio)
+    if uncertain == 0:
+        return torch.rand(count, points, 2, device=device)
+    candidates = torch.rand(count, max(uncertain, int(points * config.mask_oversample_ratio)), 2, device=device)
+    nearest_zero = (-logits_at(candidates).abs()).topk(uncertain, dim=1).indices  # (count, uncertain)
+    chosen = candidates.gather(1, nearest_zero[..., None].expand(-1, -1, 2))
+    return torch.cat([chosen, torch.rand(count, points - uncertain, 2, device=device)], 1)
 
 
 def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inputs: DetectorInputs,
@@ -116,7 +141,7 @@ def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inpu
         if stage_masks is not None and masks is not None:
             pred = [stage_masks[b, q] for b, (q, _) in enumerate(indices)]
             truth_masks = [masks[b][t] for b, (_, t) in enumerate(indices)]
-            bce, dice = _mask_losses(pred, truth_masks, inputs, config.mask_points, num_boxes)
+            bce, dice = _mask_losses(pred, truth_masks, inputs, config, num_boxes)
             losses[f"{name}_mask"] = config.mask_bce_weight * bce
             losses[f"{name}_dice"] = config.dice_weight * dice
     return losses

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,25 @@ def test_matching_and_losses_on_a_hand_made_case(decoder):
     with pytest.raises(InvalidInputError, match="label 5 but the image has 2 groups"):
         detection_loss(raw_with([0.5] * 4, 0.0), [DetectionTarget(np.array([[0, 0, 9, 9]]), np.array([5]))],
                        inputs, decoder.config)
+
+
+def test_mask_loss_points_gather_where_the_mask_is_uncertain():
+    from visionllm2.model.decoders.detection_loss import _training_points
+
+    # A head sure of the background everywhere but at a small object (a 40-pixel blob in 128²,
+    # 0.25 % of the picture): uniform points would hardly ever land on it.
+    def logits_at(coords):  # (n, P, 2) image-relative → (n, P)
+        inside = ((coords - 0.5).abs() < 0.025).all(-1)
+        return torch.where(inside, torch.zeros(()), torch.full((), -8.0))
+
+    config = DetectionConfig.tiny()  # 1,024 points, as the shapes model trains
+    torch.manual_seed(0)
+    points = _training_points(logits_at, 2, config, torch.device("cpu"))
+    assert points.shape == (2, config.mask_points, 2) and 0 <= points.min() and points.max() <= 1
+    on_object = ((points - 0.5).abs() < 0.025).all(-1).float().mean()
+    assert on_object > 0.005  # ≈ 3 × 0.25 % of the uncertain share, against 0.25 % uniform
+    uniform = _training_points(logits_at, 2, dataclasses.replace(config, mask_importance_ratio=0.0), torch.device("cpu"))
+    assert ((uniform - 0.5).abs() < 0.025).all(-1).float().mean() < on_object / 2
 
 
 def test_evaluator_scores_perfect_and_shifted_detections():
