@@ -4,7 +4,8 @@ DESIGN §2. The CLIP-normalised thumbnail ``(3, S, S)`` and the mask ``(1, S, S)
 channels; a conv stem downsamples ×14 to the ViT's patch grid and width. For each of the ViT's
 last three hidden states, the image feature map is added, up to ``max_points`` points inside the
 mask are sampled with ``grid_sample`` and averaged, and ``up_dim`` projects to the LLM width. The
-three levels are averaged: that vector replaces the ``<region>`` token's embedding.
+three levels are averaged: that vector replaces the ``<region>`` token's embedding. With
+``relative_to_image`` (small from-scratch models) each level's map first loses its picture's mean.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RegionEncoder(nn.Module):
         c1, c2 = config.stem_channels
         self.max_points = config.max_points
         self.num_levels = config.num_levels
+        self.relative_to_image = config.relative_to_image
         self.mask_embedding = nn.Sequential(
             nn.Conv2d(4, c1, kernel_size=7, stride=7),   # ×7
             LayerNorm2d(c1),
@@ -75,6 +77,8 @@ class RegionEncoder(nn.Module):
         pooled = []
         for hidden in vit_hidden_states[-self.num_levels:]:
             features = hidden[:, 1:].transpose(1, 2).reshape(stem.shape[0], -1, grid, grid)  # (R, C, G, G)
+            if self.relative_to_image:  # what sets this region apart from its picture
+                features = features - features.mean((2, 3), keepdim=True)
             sampled = F.grid_sample(stem + features, points[:, :, None, :], align_corners=False)  # (R, C, K, 1)
             valid = (points[..., 0] > -2).to(sampled.dtype)  # padded points sit at -3 and are ignored
             mean = (sampled[..., 0] * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True)  # (R, C)

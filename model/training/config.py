@@ -75,6 +75,7 @@ class TrainConfig:
     link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
     link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
     link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
+    region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05

@@ -86,3 +86,27 @@ def test_region_encoder_shapes_and_zero_area(tiny_model):
     masks[1] = 0
     with pytest.raises(InvalidPromptError, match=r"region masks \[1\] are empty"):
         encoder(thumbs, masks, hidden)
+
+
+def test_a_region_relative_to_its_image_ignores_what_the_whole_picture_shares(tiny_model):
+    from visionllm2.model.config import RegionConfig
+    from visionllm2.model.region import RegionEncoder
+
+    torch.manual_seed(0)
+    thumbs = torch.randn(2, 3, 56, 56)
+    masks = torch.zeros(2, 56, 56)
+    masks[0, 10:30, 5:20] = 1
+    masks[1, 30:50, 30:50] = 1
+    hidden = tiny_model.vis_encoder(pixel_values=thumbs, output_hidden_states=True).hidden_states
+    # A from-scratch tower's states carry one large vector everywhere: it swamps what a mark covers.
+    shared = torch.randn(hidden[-1].shape[-1]) * 100
+    shifted = tuple(h + shared for h in hidden)
+    absolute = RegionEncoder(RegionConfig(stem_channels=(8, 16), max_points=64), hidden[-1].shape[-1], 64).eval()
+    relative = RegionEncoder(RegionConfig(stem_channels=(8, 16), max_points=64, relative_to_image=True),
+                             hidden[-1].shape[-1], 64).eval()
+    relative.load_state_dict(absolute.state_dict())  # parameter-free: the same weights in both
+    with torch.no_grad():
+        assert torch.allclose(relative(thumbs, masks, shifted), relative(thumbs, masks, hidden), atol=1e-3)
+        assert not torch.allclose(absolute(thumbs, masks, shifted), absolute(thumbs, masks, hidden), atol=1e-3)
+        two = absolute(thumbs, masks, shifted)
+        assert torch.cosine_similarity(two[0], two[1], 0) > 0.99  # the shared vector is all it sees

@@ -312,3 +312,15 @@ def test_the_shipped_models_configs_parse_and_chain():
     for name, config in configs.items():  # every stage starts from what another stage (or the first release) wrote
         assert config.init is None or config.init in made, (name, config.init)
         assert config.attach is None or config.attach in made, (name, config.attach)
+
+
+def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_path):
+    from visionllm2.model.training.trainer import build_model
+
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
+    kept = build_model(TrainConfig(stage=2, init=str(tmp_path / "init")))
+    assert not kept.config.region.relative_to_image and not kept.region_encoder.relative_to_image
+    switched = build_model(TrainConfig(stage=2, init=str(tmp_path / "init"), region_relative_to_image=True))
+    assert switched.config.region.relative_to_image and switched.region_encoder.relative_to_image
+    switched.save_pretrained(str(tmp_path / "out"))
+    assert VisionLLMv2.from_pretrained(str(tmp_path / "out")).region_encoder.relative_to_image
