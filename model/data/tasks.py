@@ -243,8 +243,19 @@ def _interactive(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sam
     question = _user(templates.INTERACTIVE_QUESTION, extra=templates.region_segments(names))
     answer = templates.group_answer(world.processor, T.DET, names, "Sure, ")
     regions = [(0, prompt_mask(o, kind, rng)) for o in picked]
-    return Sample("interactive", [question, Message("assistant", answer)], [scene.image], regions,
-                  {"gdino": _target(picked, list(range(len(picked))), world.image_size)},
+    messages = [question, Message("assistant", answer)]
+    target = _target(picked, list(range(len(picked))), world.image_size)
+    history = np.random.default_rng([seed, 11])  # its own stream: the sample itself stays as it was
+    if world.split == "train" and history.random() < 0.3:
+        # After a detection turn on the same picture, as in detect → segment(prompts=boxes): the
+        # marks' groups follow that turn's, and the target holds both turns' objects.
+        asked = _asked_classes(scene, history, world)
+        found = [o for o in scene.objects if o.name in asked]
+        messages = [_user(templates.detect_question(asked)), Message("assistant", templates.group_answer(
+            world.processor, T.DET, asked)), Message("user", question.segments[2:]), *messages[1:]]
+        target = _target([*found, *picked], [asked.index(o.name) for o in found] +
+                         [len(asked) + i for i in range(len(picked))], world.image_size)
+    return Sample("interactive", messages, [scene.image], regions, {"gdino": target},
                   meta={"prompt": kind, "objects": picked})
 
 

@@ -23,8 +23,30 @@ def processor() -> Processor:
 
 
 def routes_of(sample) -> list[str]:
-    answer = [m for m in sample.messages if m.role == "assistant"][-1]
-    return [s.token for s in answer.segments if isinstance(s, Special) and s.token in T.ROUTES]
+    return routes_of_message([m for m in sample.messages if m.role == "assistant"][-1])
+
+
+def routes_of_message(message) -> list[str]:
+    return [s.token for s in message.segments if isinstance(s, Special) and s.token in T.ROUTES]
+
+
+def test_some_interactive_training_samples_follow_a_detection_turn(processor):
+    # detect → segment(prompts=boxes) is how the recipes hand boxes on: the marks' turn must work
+    # after another turn too. Held-out samples stay single-turn, as the scorer asks them.
+    train = ShapesWorld(processor, tasks={"interactive": 1.0})
+    samples = [train.sample(index) for index in range(40)]
+    later = [s for s in samples if len(s.messages) == 4]
+    assert 4 <= len(later) <= 24
+    for sample in later:
+        first, second = routes_of_message(sample.messages[1]), routes_of(sample)
+        assert set(first) == {T.DET} and len(second) == len(sample.regions)
+        target = sample.targets["gdino"]
+        marked = sample.meta["objects"]
+        assert len(target.boxes) >= len(marked) and np.array_equal(target.boxes[-len(marked):], np.stack([o.box for o in marked]))
+        batch, _, _ = samples_to_inputs(processor, [sample], Tokenizer.builtin().pad_id)
+        assert batch.region_masks.shape[0] == len(sample.regions)
+    heldout = ShapesWorld(processor, "heldout", tasks={"interactive": 1.0})
+    assert all(len(heldout.sample(index).messages) == 2 for index in range(40))
 
 
 @pytest.mark.parametrize("task", list(TASK_DECODERS))
@@ -48,7 +70,10 @@ def test_every_task_builds_model_inputs_with_matching_targets(processor, task):
         elif sample.task == "ground":
             assert routes == [T.GRD] and len(target.boxes) == 1
         elif sample.task == "interactive":
-            assert len(routes) == len(sample.regions) == len(target.boxes) and batch.region_masks.shape[0] == len(sample.regions)
+            assert len(routes) == len(sample.regions) and batch.region_masks.shape[0] == len(sample.regions)
+            marks = target.labels[-len(routes):]  # after a detection turn, that turn's groups come first
+            groups = sum(len(routes_of_message(m)) for m in sample.messages if m.role == "assistant")
+            assert marks.tolist() == list(range(groups - len(routes), groups)) and target.labels.max() < groups
         elif sample.task == "pose":
             assert routes == [T.POSE] * (1 + len(sample.meta["keypoint_names"]))
             assert target.keypoints.shape[1] == len(sample.meta["keypoint_names"])
