@@ -271,7 +271,7 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[
     its slots are asked for ``phrases[b]``, batch element ``b``'s referring expression, caption or
     instruction (:data:`PHRASE_OF_TASK`; ``None``: no term). A mapping ``phrases[b]`` renames the
     groups it lists (an interactive sample's ``region1`` → the class its mark covers, see
-    :func:`slot_phrases`).
+    :func:`slot_phrases`); its other named groups (an earlier detection turn's) keep their names.
     """
     terms = []
     for states in link.values():
@@ -280,8 +280,9 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[
         words_of_group = []
         for label, route, row in zip(states.labels, states.routes, states.sample_index.tolist()):
             given = phrases[row] if row < len(phrases) else None
-            phrase = (None if route not in routes else _renamed(model, given, label) if isinstance(given, Mapping)
-                      else label if route in NAMED_ROUTES else given)
+            renamed = _renamed(model, given, label) if isinstance(given, Mapping) else None
+            phrase = (None if route not in routes else renamed or label if route in NAMED_ROUTES
+                      else None if isinstance(given, Mapping) else given)
             words_of_group.append(model.tokenizer.encode_text(phrase) if phrase else [])
         if not any(words_of_group):
             continue
