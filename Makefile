@@ -11,19 +11,19 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model
 
-# Train the shipped `shapes` model from scratch (≈ 5½ h on an idle 2-core CPU, minutes on a GPU).
+# Train the shipped `shapes` model from scratch (≈ 6 h on an idle 2-core CPU, minutes on a GPU).
 # Every stage checkpoints and resumes: run it again after an interruption. First release: the
 # detector (3, 3b, 3c), pose (3_pose) and generation link (over the denoisers of 0 and 0b) runs
 # train disjoint parameters over one stage-2 LLM and `attach` joins them (release1). Then a longer
 # chat stage (1b), stage 2 again with release1's decoders as a warm start (2c), the whole LLM
-# fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), the detector alone
-# over 2h (3h), the slot loss on grounding's expression too (2i), and the detector alone over 2i
-# (3i), grafted onto 2i: the shipped model.
+# fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), the slot loss on
+# grounding's expression too (2i), on what each interactive mark covers (2k), with image-relative
+# region features (2l), and the detector alone over 2l (3l), grafted onto 2l: the shipped model.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
-SHAPES_STAGES_2 := 1b 2c 2g 2h 3h 2i 3i
+SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 3l
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -55,7 +55,7 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/decoders $(SHAPES_RUNS)/stage3_generation_b/model $(SHAPES_RUNS)/release1 \
 		--score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_2); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2i/model $(SHAPES_RUNS)/stage3i/model model/weights/shapes --decoder gdino \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2l/model $(SHAPES_RUNS)/stage3l/model model/weights/shapes --decoder gdino \
 		--half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 100 --json $(SHAPES_RUNS)/eval.json
 
