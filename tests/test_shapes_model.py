@@ -71,6 +71,7 @@ def test_a_known_scenes_red_circle_is_found_and_segmented(session):
 def test_a_grounded_box_segments_its_object_in_the_next_turn(session):
     scene = render_scene(RED_CIRCLE_SCENE)
     truth = next(o for o in scene.objects if o.name == "red circle")
+    session.reset()
     grounded = session.ground("the red circle", image=scene.image).boxes
     masks = session.segment(prompts=[grounded[0]]).masks  # the same picture, the next turn
     assert len(masks) == 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7
