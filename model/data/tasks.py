@@ -252,7 +252,8 @@ def _interactive(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sam
         asked = _asked_classes(scene, history, world)
         found = [o for o in scene.objects if o.name in asked]
         messages = [_user(templates.detect_question(asked)), Message("assistant", templates.group_answer(
-            world.processor, T.DET, asked)), Message("user", question.segments[2:]), *messages[1:]]
+            world.processor, T.DET, asked)), _user(templates.INTERACTIVE_QUESTION, image=False,
+            extra=templates.region_segments(names)), *messages[1:]]
         target = _target([*found, *picked], [asked.index(o.name) for o in found] +
                          [len(asked) + i for i in range(len(picked))], world.image_size)
     return Sample("interactive", messages, [scene.image], regions, {"gdino": target},
