@@ -75,7 +75,7 @@ class RegionConfig:
     num_levels: int = 3        # the ViT's last three hidden states
     # Not in the official recipe: pool each level minus its picture's mean feature. A from-scratch
     # tower's hidden states share one large vector (61 % of their energy in the shapes model), so two
-    # marks on one picture pooled alike (cosine 0.99) and the LLM could not tell them apart.
+    # marks on one picture pooled alike (5 pairs in 8 at cosine ≥ 0.89) and returned one object.
     relative_to_image: bool = False
 
 

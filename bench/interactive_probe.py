@@ -1,0 +1,84 @@
+"""Where interactive segmentation goes wrong: the turn it is asked in, and marks that look alike.
+
+On held-out ShapesWorld interactive samples (a point, box, scribble or mask on one or two objects):
+
+1. **mIoU in a first turn and after a detection turn** on the same picture, the way the recipes
+   hand boxes on (detect → ``segment(prompts=boxes)``). A model that reads its marks only as the
+   first thing in a conversation loses them later.
+2. **Two marks, one object.** With two marks on one picture, how often both groups return the same
+   object, and how often the two marks' region embeddings are at cosine > 0.9 (a region encoder
+   that embeds different marks alike).
+
+Run: ``python bench/interactive_probe.py [--model shapes] [--samples 40]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.recipes.evaluate import mask_iou
+from visionllm2.sdk import Session
+from visionllm2.sdk.prompts import Mask
+
+
+def marks_miou(session: Session, samples, after_detect: bool) -> float:
+    ious = []
+    for sample in samples:
+        truth = sample.targets["gdino"].masks
+        session.reset()
+        if after_detect:
+            session.detect([sample.meta["objects"][0].name], image=sample.images[0])
+        masks = session.segment(prompts=[Mask(m) for _, m in sample.regions],
+                                image=None if after_detect else sample.images[0]).masks
+        ious += [mask_iou(masks.masks[k], truth[k]) if k < len(masks) else 0.0 for k in range(len(truth))]
+    return float(np.mean(ious))
+
+
+def two_marks(session: Session, samples) -> tuple[int, int, float]:
+    """(pairs, pairs answered with one object twice, share of pairs whose two region embeddings are
+    at cosine > 0.9: marks the LLM can hardly tell apart)."""
+    captured = []
+    encoder = session.model.region_encoder
+    hook = encoder.register_forward_hook(lambda module, inputs, output: captured.append(output.detach()))
+    same, cosines = 0, []
+    try:
+        for sample in samples:
+            session.reset()
+            captured.clear()
+            masks = session.segment(prompts=[Mask(m) for _, m in sample.regions], image=sample.images[0]).masks
+            same += len(masks) == 2 and mask_iou(masks.masks[0], masks.masks[1]) > 0.5
+            regions = captured[0].float()  # (2, H): the first forward pass holds both marks
+            cosines.append(float(torch.cosine_similarity(regions[0], regions[1], 0)))
+    finally:
+        hook.remove()
+    return len(samples), same, float(np.mean(np.array(cosines) > 0.9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--samples", type=int, default=40)
+    args = parser.parse_args()
+    session = Session.from_pretrained(args.model)
+    world = ShapesWorld(session.processor, "heldout")
+    samples = [world.sample(index, "interactive") for index in range(args.samples)]
+    pairs = [s for s in (world.sample(index, "interactive") for index in range(3 * args.samples)) if len(s.regions) == 2]
+    table = Table(title=f"interactive segmentation, held out: {args.model}")
+    for column in ("measure", "value"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    table.add_row(f"mIoU, first turn ({len(samples)} samples)", f"{marks_miou(session, samples, False):.3f}")
+    table.add_row("mIoU, after a detection turn", f"{marks_miou(session, samples, True):.3f}")
+    count, same, alike = two_marks(session, pairs[: args.samples])
+    table.add_row("two marks answered with one object", f"{same} / {count}")
+    table.add_row("two marks' region embeddings at cosine > 0.9", f"{alike:.2f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
