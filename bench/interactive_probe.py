@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionllm2.model.data.tasks import ShapesWorld
-from visionllm2.recipes.evaluate import mask_iou
+from visionllm2.recipes.evaluate import marks_ious, mask_iou
 from visionllm2.sdk import Session
 from visionllm2.sdk.prompts import Mask
 
@@ -30,13 +30,12 @@ from visionllm2.sdk.prompts import Mask
 def marks_miou(session: Session, samples, after_detect: bool) -> float:
     ious = []
     for sample in samples:
-        truth = sample.targets["gdino"].masks
         session.reset()
         if after_detect:
             session.detect([sample.meta["objects"][0].name], image=sample.images[0])
         masks = session.segment(prompts=[Mask(m) for _, m in sample.regions],
                                 image=None if after_detect else sample.images[0]).masks
-        ious += [mask_iou(masks.masks[k], truth[k]) if k < len(masks) else 0.0 for k in range(len(truth))]
+        ious += marks_ious(masks, sample.targets["gdino"].masks)  # as `visionllm2 eval` scores them
     return float(np.mean(ious))
 
 

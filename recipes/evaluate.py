@@ -32,7 +32,7 @@ from visionllm2.model.data.samples import TASK_DECODERS, Sample
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
-from visionllm2.sdk import Mask, Session
+from visionllm2.sdk import Mask, Masks, Session
 
 EVAL_SCORE_THRESHOLD = 0.01  # detections kept for AP (the session's default display threshold is higher)
 ROUTE_TASKS = ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit")
@@ -100,14 +100,18 @@ def _ground(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     return {"accuracy@0.5": float(np.mean(hits))}
 
 
+def marks_ious(masks: Masks, truth: np.ndarray) -> list[float]:
+    """Each marked object's IoU with the answer's mask of the same index (mark k → mask k; 0 for a
+    mark the answer left out): what interactive segmentation's mIoU averages."""
+    return [mask_iou(masks.masks[index], truth[index]) if index < len(masks) else 0.0 for index in range(len(truth))]
+
+
 def _interactive(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     ious = []
     for sample in samples:
         session.reset()
-        truth = sample.targets["gdino"].masks
         masks = session.segment(prompts=[Mask(m) for _, m in sample.regions], image=sample.images[0]).masks
-        for index in range(len(truth)):
-            ious.append(mask_iou(masks.masks[index], truth[index]) if index < len(masks) else 0.0)
+        ious += marks_ious(masks, sample.targets["gdino"].masks)
     return {"mIoU": float(np.mean(ious))}
 
 
