@@ -241,11 +241,14 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     link = model(batch, images).link
     groups = link["gdino"]
     loss = slot_label_loss(model, link)
+
+    def loss_by_hand(groups, names):  # group g's slots asked for the words of names[g] ("": no term)
+        return torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(name)].mean()
+                            for slots, name in zip(groups.states, names) if name]).mean()
+
     words = [tokenizer.encode_text(label) for label in groups.labels]  # the label alone, not the lead-in
     assert all(words) and all(len(w) < len(ids) for w, ids in zip(words, groups.label_ids))
-    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, ids].mean()
-                           for slots, ids in zip(groups.states, words)]).mean()
-    assert torch.allclose(loss, by_hand)
+    assert torch.allclose(loss, loss_by_hand(groups, groups.labels))
     loss.backward()  # it reaches the LLM and the query table, which is what it is for
     assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert model.emb_embeddings_det.weight.grad.abs().sum() > 0
@@ -257,8 +260,7 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     link = model(batch, images).link
     assert slot_label_loss(model, link) is None
     def phrase_loss_by_hand(groups, phrases):  # each group's slots asked for its sample's phrase
-        return torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(phrases[row])].mean()
-                            for slots, row in zip(groups.states, groups.sample_index.tolist())]).mean()
+        return loss_by_hand(groups, [phrases[row] for row in groups.sample_index.tolist()])
 
     expressions = [sample.meta["expression"] for sample in grounding]
     groups = link["gdino"]
@@ -290,8 +292,7 @@ def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
     # (which read "" in training: a label is looked for in the last answer only, so no term).
     asked = [next(named) if label.startswith("region") else label for label in groups.labels]
     assert any(label.startswith("region") for label in groups.labels) and marks[0]["region1"] in asked
-    by_hand = torch.stack([-model.llm.lm_head(slots).log_softmax(-1)[:, tokenizer.encode_text(name)].mean()
-                           for slots, name in zip(groups.states, asked) if name]).mean()
+    by_hand = loss_by_hand(groups, asked)
     assert torch.allclose(slot_label_loss(model, link, marks), by_hand)
     assert not torch.allclose(slot_label_loss(model, link), by_hand)  # without marks: asked for "region1"
     with pytest.raises(ValueError, match="link_label_routes"):
