@@ -18,12 +18,14 @@ CPU_TORCH := torch==2.13.0
 # chat stage (1b), stage 2 again with release1's decoders as a warm start (2c), the whole LLM
 # fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), the slot loss on
 # grounding's expression too (2i), on what each interactive mark covers (2k), with image-relative
-# region features (2l), and the detector alone over 2l (3l), grafted onto 2l: the shipped model.
+# region features (2l), then longer with interactive marks after a detection turn and the slot loss
+# on captions and edit instructions too (2n), and the detector alone over 2n (3n), grafted onto 2n:
+# the shipped model.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
-SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 3l
+SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -55,9 +57,9 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/decoders $(SHAPES_RUNS)/stage3_generation_b/model $(SHAPES_RUNS)/release1 \
 		--score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_2); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2l/model $(SHAPES_RUNS)/stage3l/model model/weights/shapes --decoder gdino \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2n/model $(SHAPES_RUNS)/stage3n/model model/weights/shapes --decoder gdino \
 		--half --score-threshold $(SHAPES_SCORE_THRESHOLD)
-	$(VENV)/bin/visionllm2 eval --model shapes --count 100 --json $(SHAPES_RUNS)/eval.json
+	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
