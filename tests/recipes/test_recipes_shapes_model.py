@@ -32,8 +32,8 @@ def _missing_reason() -> str | None:
 
 
 # The shipped model's detector is below the accuracy these outcomes need on the domain packs (model
-# card: bbox AP50 0.84 on ShapesWorld; this release finds 4 of 12 planted defects, 2 of 10 lesion
-# areas within 15 %, 13 of 74 and 11 of 90 buildings; the previous one 4, 2, 6 / 3). Thin defects
+# card: bbox AP50 0.79 on ShapesWorld; this release finds 4 of 12 planted defects, 2 of 10 lesion
+# areas within 15 %, 19 of 74 and 20 of 90 buildings; the previous one 4, 2, 13 / 11). Thin defects
 # (scratches, cracks) get boxes at IoU 0.2–0.3; small buildings get good boxes but weak masks.
 # The tests run and report XFAIL until a better-trained `shapes` model makes them pass (non-strict:
 # a pass is reported as XPASS).
