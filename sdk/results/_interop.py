@@ -29,6 +29,26 @@ def supervision() -> ModuleType:
     return sv
 
 
+#: Labels below this text scale are unreadable; supervision's own rule gives 0.13 at 128².
+MIN_TEXT_SCALE = 0.25
+
+
+def box_annotator(image_size: tuple[int, int]) -> Any:
+    """supervision's box annotator with lines sized to the picture: 1 px below 256 px a side, else
+    supervision's optimal thickness (the default 2 px boxes swamp a 128² scene)."""
+    sv = supervision()
+    thickness = 1 if min(image_size) < 256 else sv.calculate_optimal_line_thickness(tuple(image_size))
+    return sv.BoxAnnotator(thickness=thickness)
+
+
+def label_annotator(image_size: tuple[int, int]) -> Any:
+    """supervision's label annotator with text sized to the picture (its optimal scale, at least
+    :data:`MIN_TEXT_SCALE`); the default scale 0.5 writes labels as wide as a 128² scene."""
+    sv = supervision()
+    scale = max(MIN_TEXT_SCALE, sv.calculate_optimal_text_scale(tuple(image_size)))
+    return sv.LabelAnnotator(text_scale=scale, text_thickness=1, text_padding=max(2, round(10 * scale)))
+
+
 # --------------------------------------------------------------------------------------------
 # supervision: what its objects carry, read the same way for Boxes, Masks and Poses
 # --------------------------------------------------------------------------------------------

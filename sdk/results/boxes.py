@@ -155,13 +155,12 @@ class Boxes(Instances):
 
     def annotate(self, image: Image.Image | np.ndarray, labels: bool = True) -> Image.Image:
         """A copy of ``image`` (the original, of size ``image_size``) with boxes and labels drawn."""
-        sv = io.supervision()
         picture = io.scene(image, self.image_size, f"{type(self).__name__}.annotate")
         if len(self) == 0:
             return picture
         detections = self.to_supervision()
-        picture = sv.BoxAnnotator().annotate(picture, detections)
+        picture = io.box_annotator(self.image_size).annotate(picture, detections)
         if labels:
             texts = io.label_texts(self.labels, self.scores)
-            picture = sv.LabelAnnotator().annotate(picture, detections, labels=texts)
+            picture = io.label_annotator(self.image_size).annotate(picture, detections, labels=texts)
         return picture

@@ -254,7 +254,7 @@ class Masks(Instances):
         picture = sv.MaskAnnotator(opacity=opacity).annotate(picture, detections)
         if labels:
             texts = io.label_texts(self.labels, self.scores)
-            picture = sv.LabelAnnotator().annotate(picture, detections, labels=texts)
+            picture = io.label_annotator(self.image_size).annotate(picture, detections, labels=texts)
         return picture
 
 

@@ -295,7 +295,7 @@ class Poses(Instances):
         picture = sv.VertexAnnotator(radius=3).annotate(picture, key_points)
         if boxes:
             detections = sv.Detections(xyxy=self.boxes.copy(), class_id=class_id)
-            picture = sv.BoxAnnotator().annotate(picture, detections)
+            picture = io.box_annotator(self.image_size).annotate(picture, detections)
         return picture
 
 

@@ -173,6 +173,23 @@ def test_annotate_masks_and_poses(astronaut: Image.Image) -> None:
     assert_drawn(astronaut, poses.annotate(astronaut, boxes=True))
 
 
+def label_height(side: int) -> int:
+    """Rows a label takes above its box on a plain ``side``² picture (the box itself is drawn below them)."""
+    picture = Image.new("RGB", (side, side), (200, 200, 200))
+    top = side // 2
+    boxes = Boxes(xyxy=[[side // 8, top, side // 2, side - 4]], scores=[0.62], labels=["green hexagon"],
+                  image_size=(side, side))  # fmt: skip
+    changed = (np.asarray(boxes.annotate(picture)) != np.asarray(picture)).any(-1)[:top]  # (top, side)
+    return int(changed.any(1).sum())
+
+
+def test_labels_are_sized_to_the_picture() -> None:
+    # supervision's default scale writes "green hexagon 0.62" 35 px tall at any size: a quarter of a 128² scene.
+    small, large = label_height(128), label_height(1024)
+    assert 4 <= small <= 14, small  # legible (the floor scale) and small
+    assert large >= 2 * small, (small, large)  # and it grows with the picture
+
+
 def test_annotate_rejects_an_image_of_another_size(astronaut: Image.Image) -> None:
     boxes = Boxes(xyxy=[[0, 0, 5, 5]], scores=[1], labels=["a"], image_size=(640, 480))
     with pytest.raises(
