@@ -326,16 +326,16 @@ def evaluate_command(
         console.print(f"[red]eval: {error}[/red]")
         raise typer.Exit(2) from error
     table = Table(title=f"held-out ShapesWorld: {model}")
-    for column in ("task", "metric", "value", "target", "samples", "seconds"):
+    for column in ("task", "metric", "value", "± 95 %", "target", "samples", "seconds"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task, metrics in result.metrics.items():
         name, target = HEADLINE[task]
-        value = metrics[name]
+        value, error = metrics[name], result.stderr(task)
         colour = "green" if value >= target else "yellow"
-        table.add_row(task, name, f"[{colour}]{value:.3f}[/{colour}]", f"{target:.2f}", str(result.counts[task]),
-                      f"{result.seconds[task]:.1f}")
+        table.add_row(task, name, f"[{colour}]{value:.3f}[/{colour}]", "–" if error is None else f"{1.96 * error:.3f}",
+                      f"{target:.2f}", str(result.counts[task]), f"{result.seconds[task]:.1f}")
     for task, reason in result.skipped.items():
-        table.add_row(task, "-", "skipped", "", "", reason)
+        table.add_row(task, "-", "skipped", "", "", "", reason)
     console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps({"metrics": result.metrics, "counts": result.counts, "skipped": result.skipped},

@@ -55,6 +55,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--tasks", "detect,ground,chat,generate",
                                  "--count", "2", "--json", str(metrics)])
     assert result.exit_code == 0, result.output
+    assert "± 95 %" in result.output  # each headline metric's 95 % interval (– below two samples)
     saved = json.loads(metrics.read_text())
     assert set(saved["metrics"]) == {"detect", "ground", "chat"} and "generate" in saved["skipped"]
     assert all(0.0 <= v <= 1.0 for task in saved["metrics"].values() for v in task.values() if v >= 0)
