@@ -279,16 +279,23 @@ def slot_label_loss(model: VisionLLMv2, link: dict[str, Any], phrases: Sequence[
         # which every first group shares and which would teach the slots nothing about their class.
         words_of_group = []
         for label, route, row in zip(states.labels, states.routes, states.sample_index.tolist()):
-            given = phrases[row] if row < len(phrases) else None
-            renamed = _renamed(model, given, label) if isinstance(given, Mapping) else None
-            phrase = (None if route not in routes else renamed or label if route in NAMED_ROUTES
-                      else None if isinstance(given, Mapping) else given)
+            phrase = _group_phrase(model, label, route, phrases[row] if row < len(phrases) else None, routes)
             words_of_group.append(model.tokenizer.encode_text(phrase) if phrase else [])
         if not any(words_of_group):
             continue
         log_probs = model.llm.lm_head(states.states).float().log_softmax(-1)  # (G, n, V): one pass per decoder
         terms += [-group[:, words].mean() for group, words in zip(log_probs, words_of_group) if words]
     return torch.stack(terms).mean() if terms else None
+
+
+def _group_phrase(model: VisionLLMv2, label: str, route: str, given: str | Mapping[str, str] | None,
+                  routes: Sequence[str]) -> str | None:
+    """What one group's slots are asked for (see :func:`slot_label_loss`); ``None``: nothing."""
+    if route not in routes:
+        return None
+    if route in NAMED_ROUTES:  # its own label, unless a mapping renames it (a mark → what it covers)
+        return (_renamed(model, given, label) if isinstance(given, Mapping) else None) or label
+    return None if isinstance(given, Mapping) else given  # a phrase of the whole sample, if any
 
 
 def _renamed(model: VisionLLMv2, names: Mapping[str, str], label: str) -> str | None:
