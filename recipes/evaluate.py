@@ -43,6 +43,7 @@ from visionllm2.model.decoders.pose_eval import PoseEvaluator
 from visionllm2.sdk import Mask, Masks, Session
 
 FOLDS = 5  # disjoint folds whose AP spread gives an AP's standard error
+MIN_FOLDED = 2 * FOLDS  # fewer samples: no AP error (a fold of one picture tells nothing)
 EVAL_SCORE_THRESHOLD = 0.01  # detections kept for AP (the session's default display threshold is higher)
 ROUTE_TASKS = ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit")
 #: The metric each task reports in the summary table, and the target the shipped model aims at.
@@ -124,7 +125,7 @@ def _detect(session: Session, samples: Sequence[Sample], task: str) -> dict[str,
             scored = (image.size, truth.boxes, labels, masks.boxes, masks.scores, masks.labels, truth.masks, masks.masks)
         for scorer in (evaluator, folds[index % FOLDS]):
             scorer.add(*scored)
-    return with_fold_stderr(evaluator.compute(), [fold.compute() for fold in folds] if len(samples) >= 2 * FOLDS else [],
+    return with_fold_stderr(evaluator.compute(), [fold.compute() for fold in folds] if len(samples) >= MIN_FOLDED else [],
                             HEADLINE[task][0])
 
 
@@ -174,7 +175,7 @@ def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     metrics["keypoints_AP50"] = float(np.mean([v["keypoints_AP50"] for v in per_kind.values()]))
     metrics["keypoints_AP"] = float(np.mean([v["keypoints_AP"] for v in per_kind.values()]))
     per_fold = [{"keypoints_AP50": float(np.mean([e.compute()["keypoints_AP50"] for e in fold.values()]))}
-                for fold in folds if fold] if len(samples) >= 2 * FOLDS else []
+                for fold in folds if fold] if len(samples) >= MIN_FOLDED else []
     return with_fold_stderr(metrics, per_fold, "keypoints_AP50")
 
 
