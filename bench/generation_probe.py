@@ -6,7 +6,7 @@ Two tables on held-out ShapesWorld generation samples, judged by the classical c
 1. **Checker accuracy per sampler**, for the denoiser alone (the caption through its own frozen
    text encoder: the best the link can hope to imitate) and for the whole model (the caption asked
    through ``Session.generate``, so through the LLM, the ``[GEN]`` slots and the mapper).
-2. **Which caption words the denoiser reads**: its ε-prediction error at a few noise levels with the
+2. **Which caption words the denoiser reads**: its prediction error (ε or v) at a few noise levels with the
    true caption, with one word swapped for another of its kind (colour, shape, place), and with the
    empty caption. A word whose swap leaves the error unchanged is a word the pictures ignore.
 
@@ -65,7 +65,7 @@ def swapped(meta: dict, word: str, rng: np.random.Generator) -> str:
 
 @torch.no_grad()
 def words_read(decoder, world: ShapesWorld, samples: int) -> dict[int, dict[str, float]]:
-    """ε-MSE per noise level per caption variant, on training-split pictures."""
+    """The UNet's error (on its ε or v target) per noise level per caption variant, on training-split pictures."""
     metas, images = [], []
     for index in range(samples):
         sample = world.sample(index, "generate")
@@ -84,10 +84,11 @@ def words_read(decoder, world: ShapesWorld, samples: int) -> dict[int, dict[str,
         noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(level))
         steps = torch.full((samples,), level)
         noisy = decoder.noise_scheduler.add_noise(clean, noise, steps)
+        target = decoder.unet_target(clean, noise, steps)
         table[level] = {}
         for name, captions in variants.items():
             predicted = decoder.sd_unet(noisy, steps, encoder_hidden_states=decoder.encode_captions(captions)).sample
-            table[level][name] = float(((predicted - noise) ** 2).mean())
+            table[level][name] = float(((predicted - target) ** 2).mean())
     return table
 
 
@@ -114,7 +115,7 @@ def main() -> None:
 
     errors = words_read(decoder, ShapesWorld(session.processor, "train"), args.samples)
     names = list(next(iter(errors.values())))
-    table = Table(title="denoiser ε-MSE, and its change, with the caption changed (an ignored word changes nothing)")
+    table = Table(title=f"denoiser {decoder.config.prediction_type} MSE, and its change, with the caption changed (an ignored word changes nothing)")
     table.add_column("noise level t", justify="right")
     for name in names:
         table.add_column(name, justify="right")

@@ -277,6 +277,9 @@ class GenerationConfig:
     beta_schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
+    # what the UNet predicts: "epsilon" (SD 1.5) or "v_prediction" (SD 2): v keeps teaching the
+    # picture's layout at high noise, where an ε target is nearly the input itself
+    prediction_type: str = "epsilon"
     # sampling
     scheduler: str = "DDIMScheduler"  # the name of any diffusers scheduler class
     num_inference_steps: int = 50

@@ -11,7 +11,7 @@ of the empty caption ``""``, as in the official code: condition dropout in train
 mapper output by exactly that embedding, so sampling must use it too (``negative_prompt_embeds``).
 It needs no tokenizer (``<bos> <eos> <pad>…`` ids come from the config).
 
-**Training** (``targets`` given): ε-prediction MSE + ``caption_loss_weight`` (0.1) · MSE(mapper output,
+**Training** (``targets`` given): the UNet's prediction MSE (ε, or v with ``prediction_type``) + ``caption_loss_weight`` (0.1) · MSE(mapper output,
 CLIP's embedding of the caption). [GEN] drops the condition with probability ``condition_dropout``
 (0.1); [EDIT] follows InstructPix2Pix with p = 0.05: text only dropped for r < p, text and image for
 p ≤ r < 2p, image only for 2p ≤ r < 3p. The VAE and text encoder are frozen; the UNet is frozen for
@@ -206,7 +206,7 @@ class DiffusionDecoder(TaskDecoder):
 
     def denoising_loss(self, condition: torch.Tensor, items: Sequence[DiffusionTarget],
                        trainable_null: bool = False) -> torch.Tensor:
-        """ε-prediction MSE of the UNet given ``condition`` ``(G, Q, d)``, with condition dropout."""
+        """MSE of the UNet's prediction (ε or v, as configured) given ``condition`` ``(G, Q, d)``, with condition dropout."""
         count, device = condition.shape[0], condition.device
         side = self.config.image_size
         with torch.no_grad():
@@ -223,7 +223,13 @@ class DiffusionDecoder(TaskDecoder):
             condition = torch.where(drop_text[:, None, None], null.to(condition.dtype), condition)
         unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
         prediction = self.sd_unet(unet_input, timesteps, encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
-        return F.mse_loss(prediction.float(), noise.float())
+        return F.mse_loss(prediction.float(), self.unet_target(latents, noise, timesteps).float())
+
+    def unet_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to predict from ``add_noise(clean, noise, timesteps)``: ε, or v."""
+        if self.config.prediction_type == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·x₀: tends to −x₀ as the noise grows
+            return self.noise_scheduler.get_velocity(clean, noise, timesteps)
+        return noise
 
     def condition_dropout(self, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Which samples train unconditionally: (drop text ``(G,)``, drop image ``(G,)``)."""

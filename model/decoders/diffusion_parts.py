@@ -91,8 +91,11 @@ def build_text_encoder(text: TextEncoderConfig) -> CLIPTextModel:
     ))
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
 def check_sizes(config: GenerationConfig, edit: bool) -> None:
-    """Refuse configs whose parts cannot fit together, naming the fields to change."""
+    """Refuse configs whose parts cannot fit together (or that ask an unknown UNet target), naming the fields to change."""
     latent = config.unet.out_channels
     expected_in = latent * 2 if edit else latent
     problems = []
@@ -112,6 +115,8 @@ def check_sizes(config: GenerationConfig, edit: bool) -> None:
     if config.cross_attention_dim % config.mapper_heads:
         problems.append(f"cross_attention_dim {config.cross_attention_dim} is not a multiple of "
                         f"mapper_heads {config.mapper_heads}")
+    if config.prediction_type not in PREDICTION_TYPES:
+        problems.append(f"prediction_type: expected one of {PREDICTION_TYPES}, got {config.prediction_type!r}")
     if problems:
         raise CheckpointError("generation config: " + "; ".join(problems))
 
@@ -130,7 +135,7 @@ def schedule_config(config: GenerationConfig) -> dict:
     pixel_space = config.vae is None
     return {
         "num_train_timesteps": config.num_train_timesteps, "beta_start": config.beta_start,
-        "beta_end": config.beta_end, "beta_schedule": config.beta_schedule, "prediction_type": "epsilon",
+        "beta_end": config.beta_end, "beta_schedule": config.beta_schedule, "prediction_type": config.prediction_type,
         "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
         "thresholding": pixel_space, "sample_max_value": 1.0,
     }

@@ -128,6 +128,11 @@ def test_configs_round_trip_and_refuse_parts_that_do_not_fit():
         EditingDecoder(GenerationConfig.tiny(), WIDTH)
     with pytest.raises(CheckpointError, match="max_position_embeddings 16 < mapper_queries 20"):
         GenerationDecoder(replace(GenerationConfig.tiny(), mapper_queries=20), WIDTH)
+    with pytest.raises(CheckpointError, match="prediction_type: expected one of .*, got 'sample'"):
+        GenerationDecoder(replace(GenerationConfig.tiny(), prediction_type="sample"), WIDTH)
+    old_config = config.to_dict()
+    del old_config["generation"]["prediction_type"]  # saved before the field existed: SD 1.5's ε
+    assert VisionLLMv2Config.from_dict(old_config).generation.prediction_type == "epsilon"
 
 
 def test_checkpoint_round_trip_with_both_decoders(tmp_path, tiny_config, tokenizer):
@@ -253,16 +258,18 @@ def test_a_tiny_model_overfits_two_captioned_images(tiny_config, tokenizer, proc
 
 
 # ---------------------------------------------------------------------- sampling
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("decoder_class, config", [(GenerationDecoder, GenerationConfig.tiny()),
                                                    (EditingDecoder, GenerationConfig.tiny(edit=True))])
-def test_an_oracle_denoiser_gives_back_its_image_through_the_pipelines(monkeypatch, decoder_class, config):
-    """A UNet that knows the answer: exact ε for one image under the training schedule.
+def test_an_oracle_denoiser_gives_back_its_image_through_the_pipelines(monkeypatch, decoder_class, config,
+                                                                       prediction_type):
+    """A UNet that knows the answer: exact ε (or v) for one image under the training schedule.
 
     Training loss 0 and sampling returns that image: the pixel-space "VAE", the schedules of training
-    and sampling, the pipelines' scaling and post-processing all agree.
+    and sampling, the prediction type, the pipelines' scaling and post-processing all agree.
     """
     torch.manual_seed(0)
-    decoder = decoder_class(config, WIDTH).eval()
+    decoder = decoder_class(replace(config, prediction_type=prediction_type), WIDTH).eval()
     target, source = picture((255, 0, 0), True), picture((0, 255, 0), False)
     clean = to_pixels([target], (16, 16))  # (1, 3, 16, 16)
     alphas = decoder.noise_scheduler.alphas_cumprod
@@ -270,7 +277,8 @@ def test_an_oracle_denoiser_gives_back_its_image_through_the_pipelines(monkeypat
     def oracle(sample, timestep, encoder_hidden_states=None, return_dict=True, **unused):
         a = alphas[torch.as_tensor(timestep).long()].reshape(-1, 1, 1, 1)
         eps = (sample[:, :3] - a.sqrt() * clean) / (1 - a).sqrt()  # [EDIT]: the first 3 of 6 channels
-        return SimpleNamespace(sample=eps) if return_dict else (eps,)
+        out = a.sqrt() * eps - (1 - a).sqrt() * clean if prediction_type == "v_prediction" else eps
+        return SimpleNamespace(sample=out) if return_dict else (out,)
 
     monkeypatch.setattr(decoder.sd_unet, "forward", oracle)
     link = link_of(1, decoder.routes[0])
