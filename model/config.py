@@ -216,6 +216,9 @@ class UNetConfig:
     layers_per_block: int = 2
     attention_head_dim: int = 8     # diffusers' name for the number of heads in SD 1.5
     norm_num_groups: int = 32
+    # a learned position embedding on the first feature map (SD has none): lets cross-attention put
+    # "on the left" on the left; without it a UNet knows where it is only from zero padding
+    position_embedding: bool = False
 
 
 @dataclass
@@ -250,6 +253,9 @@ class TextEncoderConfig:
     eos_token_id: int = 49407
     pad_token_id: int = 49407       # SD 1.5's tokenizer pads with <|endoftext|>
     tokenizer: str | None = None
+    # init std of the word embeddings when trained from scratch (None: CLIP's 0.02, small beside
+    # what the layers add, so a caption's words barely move its states at first)
+    word_embedding_std: float | None = None
 
 
 @dataclass
@@ -298,22 +304,26 @@ class GenerationConfig:
     def shapes(cls, edit: bool = False) -> GenerationConfig:
         """ShapesWorld's pictures: 32² pixel space, a 4 M-parameter UNet with cross-attention only at
         8² and 4², a 2-layer text encoder on the shipped vocabulary. The UNet and text encoder are
-        pre-trained on captions in stage 0 and frozen after (``train_unet`` False); guidance is low."""
+        pre-trained on captions in stage 0 and frozen after (``train_unet`` False); guidance is low.
+
+        [GEN] predicts v and has a position embedding, so that its caption's place and shape words
+        have something to act on; the text encoder's words start at std 1 (see the fields)."""
         return cls(
             cross_attention_dim=128, mapper_queries=16, guidance_scale=1.5, mapper_heads=4, mapper_ffn_dim=256,
             unet=UNetConfig(
                 in_channels=6 if edit else 3, out_channels=3, sample_size=32, block_out_channels=(32, 64, 96, 96),
                 down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-                layers_per_block=1, attention_head_dim=4, norm_num_groups=8,
+                layers_per_block=1, attention_head_dim=4, norm_num_groups=8, position_embedding=not edit,
             ),
             vae=None,
             text_encoder=TextEncoderConfig(
                 vocab_size=builtin_vocab_size(), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                tokenizer="builtin:words",
+                tokenizer="builtin:words", word_embedding_std=1.0,
             ),
             image_size=32, beta_schedule="squaredcos_cap_v2", num_inference_steps=20,
+            prediction_type="epsilon" if edit else "v_prediction",
             condition_dropout=0.05 if edit else 0.1, caption_loss_weight=1.0, train_unet=False,
         )
 

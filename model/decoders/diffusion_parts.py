@@ -14,6 +14,7 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     ConfigMixin,
@@ -27,6 +28,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput as VAEDecoderOutput
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from PIL import Image
+from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..config import GenerationConfig, TextEncoderConfig
@@ -58,9 +60,44 @@ class PixelSpace(ModelMixin, ConfigMixin):
         return VAEDecoderOutput(sample=z) if return_dict else (z,)
 
 
+class PositionAwareUNet(UNet2DConditionModel):
+    """SD's UNet plus a learned position embedding ``(C₀, S, S)`` added to ``conv_in``'s output.
+
+    Cross-attention gives every position the same caption; to draw "a square on the left" the
+    queries must know where they are, which a plain UNet learns only from its convolutions' zero
+    padding. The embedding starts as 2-D sine-cosine features (DiT's), so the place is readable from
+    the first step, and is resized when a picture of another size is asked.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        channels, side = self.config.block_out_channels[0], self.config.sample_size
+        self.position_embedding = nn.Parameter(sine_cosine_grid(channels, side))  # (C₀, S, S)
+        self.conv_in.register_forward_hook(self._add_position)
+
+    def _add_position(self, module: nn.Module, inputs: tuple, features: torch.Tensor) -> torch.Tensor:
+        embedding = self.position_embedding.to(features.dtype)  # (C₀, S, S)
+        if embedding.shape[-2:] != features.shape[-2:]:
+            embedding = F.interpolate(embedding[None], size=features.shape[-2:], mode="bilinear", align_corners=False)[0]
+        return features + embedding  # (B, C₀, h, w)
+
+
+def sine_cosine_grid(channels: int, side: int) -> torch.Tensor:
+    """2-D sine-cosine position features ``(channels, side, side)``: half the channels code x, half y
+    (``channels`` a multiple of 4: :func:`check_sizes` asks it)."""
+    quarter = channels // 4
+    frequencies = 1.0 / (side ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (C/4,)
+    angles = torch.arange(side, dtype=torch.float32)[:, None] * frequencies  # (S, C/4)
+    along = torch.cat([angles.sin(), angles.cos()], dim=1).T  # (C/2, S): one axis
+    x = along[:, None, :].expand(-1, side, -1)  # varies along the width
+    y = along[:, :, None].expand(-1, -1, side)  # varies along the height
+    return torch.cat([x, y]).contiguous()  # (C, S, S)
+
+
 def build_unet(config: GenerationConfig) -> UNet2DConditionModel:
     unet = config.unet
-    return UNet2DConditionModel(
+    cls = PositionAwareUNet if unet.position_embedding else UNet2DConditionModel
+    return cls(
         sample_size=unet.sample_size, in_channels=unet.in_channels, out_channels=unet.out_channels,
         down_block_types=tuple(unet.down_block_types), up_block_types=tuple(unet.up_block_types),
         block_out_channels=tuple(unet.block_out_channels), layers_per_block=unet.layers_per_block,
@@ -83,12 +120,16 @@ def build_vae(config: GenerationConfig) -> AutoencoderKL | PixelSpace:
 
 
 def build_text_encoder(text: TextEncoderConfig) -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(
+    encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=text.vocab_size, hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
         num_hidden_layers=text.num_hidden_layers, num_attention_heads=text.num_attention_heads,
         max_position_embeddings=text.max_position_embeddings, hidden_act=text.hidden_act,
         bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id,
     ))
+    if text.word_embedding_std is not None:  # a from-scratch start; loaded weights overwrite it
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight.normal_(0.0, text.word_embedding_std)
+    return encoder
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -115,6 +156,9 @@ def check_sizes(config: GenerationConfig, edit: bool) -> None:
     if config.cross_attention_dim % config.mapper_heads:
         problems.append(f"cross_attention_dim {config.cross_attention_dim} is not a multiple of "
                         f"mapper_heads {config.mapper_heads}")
+    if config.unet.position_embedding and config.unet.block_out_channels[0] % 4:
+        problems.append(f"unet.position_embedding needs block_out_channels[0] divisible by 4 (sine and cosine of x "
+                        f"and y), got {config.unet.block_out_channels[0]}")
     if config.prediction_type not in PREDICTION_TYPES:
         problems.append(f"prediction_type: expected one of {PREDICTION_TYPES}, got {config.prediction_type!r}")
     if problems:

@@ -24,7 +24,12 @@ from visionllm2.model.decoders.diffusion import (
     EditingDecoder,
     GenerationDecoder,
 )
-from visionllm2.model.decoders.diffusion_parts import CaptionTokenizer, PixelSpace, to_pixels
+from visionllm2.model.decoders.diffusion_parts import (
+    CaptionTokenizer,
+    PixelSpace,
+    PositionAwareUNet,
+    to_pixels,
+)
 from visionllm2.model.errors import CheckpointError, InvalidInputError, UnknownTaskError
 from visionllm2.model.processor import ImageSlot, Message
 from visionllm2.model.visionllm import VisionLLMv2
@@ -133,6 +138,38 @@ def test_configs_round_trip_and_refuse_parts_that_do_not_fit():
     old_config = config.to_dict()
     del old_config["generation"]["prediction_type"]  # saved before the field existed: SD 1.5's ε
     assert VisionLLMv2Config.from_dict(old_config).generation.prediction_type == "epsilon"
+
+
+def test_a_position_aware_unet_adds_a_trained_position_embedding_and_round_trips(tmp_path, tiny_config, tokenizer):
+    torch.manual_seed(0)
+    config = GenerationConfig.tiny()
+    config = replace(config, unet=replace(config.unet, position_embedding=True),
+                     text_encoder=replace(config.text_encoder, word_embedding_std=1.0))
+    sd = GenerationDecoder(config, WIDTH)
+    unet = sd.sd_unet.requires_grad_(True)
+    assert isinstance(unet, PositionAwareUNet) and unet.position_embedding.shape == (16, 16, 16)  # (C₀, S, S)
+    words = sd.sd_text_encoder.get_input_embeddings().weight
+    assert 0.9 < float(words.std()) < 1.1  # started wide; CLIP's own start is 0.02
+    noisy, context = torch.randn(1, 3, 16, 16), sd.encode_captions(["red square left"])
+    out = unet(noisy, torch.tensor([500]), encoder_hidden_states=context).sample
+    out.square().mean().backward()
+    assert unet.position_embedding.grad is not None and unet.position_embedding.grad.abs().sum() > 0
+    with torch.no_grad():
+        start = unet.position_embedding.clone()
+        unet.position_embedding.zero_()
+        assert not torch.allclose(unet(noisy, torch.tensor([500]), encoder_hidden_states=context).sample, out)
+        unet.position_embedding.copy_(start)
+    bigger = unet(torch.zeros(1, 3, 24, 24), torch.tensor([500]), encoder_hidden_states=context).sample
+    assert bigger.shape == (1, 3, 24, 24)  # the embedding is resized to another picture size
+    with pytest.raises(CheckpointError, match=r"divisible by 4 \(sine and cosine of x and y\), got 18"):
+        GenerationDecoder(replace(config, unet=replace(config.unet, block_out_channels=(18, 32), norm_num_groups=2)), WIDTH)
+
+    model_config = replace(tiny_config, generation=config)
+    model = VisionLLMv2.from_config(model_config, {**build_decoders(model_config), "sd": sd}, tokenizer)
+    model.save_pretrained(tmp_path)
+    loaded = VisionLLMv2.from_pretrained(tmp_path).sd.sd_unet
+    assert isinstance(loaded, PositionAwareUNet)
+    assert torch.equal(loaded.position_embedding, sd.sd_unet.position_embedding)
 
 
 def test_checkpoint_round_trip_with_both_decoders(tmp_path, tiny_config, tokenizer):
