@@ -49,7 +49,9 @@ class TrainConfig:
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
     the donor's decoders to take instead, replacing the ``init`` model's own: a warm start for a stage
-    that trains them (and their link) against this LLM, so the donor may sit over another LLM. ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
+    that trains them (and their link) against this LLM, so the donor may sit over another LLM;
+    ``attach_keep_tables`` keeps the ``init`` model's query tables for their routes (say new stage-0
+    denoisers relinked to an LLM already trained on its ``[GEN]`` queries). ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
     COCO / LLaVA JSON files (see :mod:`visionllm2.model.training.sources`).
     """
 
@@ -58,6 +60,7 @@ class TrainConfig:
     init: str | None = None
     attach: str | None = None
     attach_decoders: list[str] | None = None   # None: the donor's decoders that init lacks
+    attach_keep_tables: bool = False           # keep init's query tables of the grafted routes (its LLM reads them)
     output_dir: str = "runs/train"
     data: list[str] = field(default_factory=lambda: ["shapes"])
     tasks: dict[str, float] | None = None      # None: the stage's default mix

@@ -62,7 +62,7 @@ DECODER_CONFIG_FIELDS = {"gdino": "detection", "unipose": "pose", "sd": "generat
 
 
 def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str] | None = None,
-                    warm_start: bool = False) -> VisionLLMv2:
+                    warm_start: bool = False, keep_tables: bool = False) -> VisionLLMv2:
     """``model`` with decoders of ``donor`` grafted on: their config, weights and their routes' query tables.
 
     names: the decoders to take. ``None`` takes those only ``donor`` has (e.g. stage 0's denoisers,
@@ -71,6 +71,8 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     decoder reads, so everything outside the grafted parts must be equal, else :class:`InvalidInputError`.
     warm_start: the grafted decoders are only a starting point for a stage that trains them against
     ``model``'s LLM (``TrainConfig.attach_decoders``), so the donor's LLM may differ.
+    keep_tables: keep ``model``'s own query tables for the grafted routes, which its LLM was trained
+    to read (a donor fresh from stage 0 has untrained ones); only the decoders are grafted.
     """
     import dataclasses
 
@@ -85,7 +87,7 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     if missing:
         raise InvalidInputError(f"attach: the donor has decoders {sorted(donor.decoders())}, not {missing}")
     tables = {f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[r]}" for n in names for r in donor.decoders()[n].routes}
-    grafted = {*names, *tables}
+    grafted = {*names, *(() if keep_tables else tables)}
     state, donor_state = model.state_dict(), donor.state_dict()
     replaced = [name for name in names if name in model.decoders()]
     if replaced and not warm_start:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -212,6 +213,11 @@ def test_a_stage_can_warm_start_named_decoders_from_a_model_over_another_llm(tmp
     warm = ("gdino.", "emb_embeddings_det")
     assert all(torch.equal(state[k], donor_state[k]) for k in state if k.startswith(warm))
     assert all(torch.equal(state[k], base_state[k]) for k in state if not k.startswith(warm))
+    # New denoisers relinked to an LLM that already reads its [DET] queries: the queries stay the LLM's own.
+    kept = build_model(replace(stage, attach_keep_tables=True)).state_dict()
+    assert all(torch.equal(kept[k], donor_state[k]) for k in kept if k.startswith("gdino."))
+    assert all(torch.equal(kept[k], base_state[k]) for k in kept if not k.startswith("gdino."))
+    assert not torch.equal(base_state["emb_embeddings_det.weight"], donor_state["emb_embeddings_det.weight"])
 
 
 def test_shipped_model_lookup(monkeypatch, tmp_path):
