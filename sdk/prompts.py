@@ -216,6 +216,13 @@ class Mask(VisualPrompt):
         return self.mask.copy()
 
 
+def prompt_label(obj: object) -> str | None:
+    """The class a prompt taken from an earlier result already has (``turn.boxes[2]`` → its label), else None."""
+    if isinstance(obj, (Boxes, Masks, Poses)) and len(obj) == 1 and getattr(obj, "labels", None):
+        return str(obj.labels[0])
+    return None
+
+
 def as_visual_prompt(obj: object, index: int | None = None) -> VisualPrompt:
     """A visual prompt from a prompt, a result, or plain coordinates.
 

@@ -36,7 +36,7 @@ from visionllm2.model.processor import (
 
 from . import adapters
 from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
-from .prompts import as_visual_prompt
+from .prompts import as_visual_prompt, prompt_label
 from .results import Result, Turn
 
 
@@ -399,7 +399,9 @@ class Session:
         names = [f"region{i}" for i in range(1, len(prompts) + 1)] or [f"example{i}" for i in range(1, len(examples) + 1)]
         answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
         question = templates.INTERACTIVE_QUESTION if prompts else templates.EXAMPLES_QUESTION
-        return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=names)
+        # The model answers by region; a mark taken from an earlier result keeps that result's class.
+        labels = [prompt_label(mark) or name for mark, name in zip(marks, names)]
+        return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=labels)
 
     def pose(self, classes: Sequence[str] = ("person",), keypoints: Sequence[str] | None = None,
              image: ImageLike | str | None = None) -> Turn:

@@ -61,7 +61,8 @@ def test_visual_prompts_and_references_to_earlier_results(session, photo):
     session.set_image(photo)
     first = session.ground("person")
     turn = session.segment(prompts=[Point(x=40, y=50), first.boxes[0]])
-    assert turn.masks.labels == ["region1", "region2"] and len(turn.masks) == 2
+    # a point is named by its region; a box taken from the grounding turn keeps that turn's label
+    assert turn.masks.labels == ["region1", "person"] and len(turn.masks) == 2
     assert turn.masks.masks.shape == (2, 128, 128)
 
 
