@@ -11,7 +11,7 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model
 
-# Train the shipped `shapes` model from scratch (≈ 6 h on an idle 2-core CPU, minutes on a GPU).
+# Train the shipped `shapes` model from scratch (≈ 7 h on an idle 2-core CPU, minutes on a GPU).
 # Every stage checkpoints and resumes: run it again after an interruption. First release: the
 # detector (3, 3b, 3c), pose (3_pose) and generation link (over the denoisers of 0 and 0b) runs
 # train disjoint parameters over one stage-2 LLM and `attach` joins them (release1). Then a longer
@@ -19,13 +19,16 @@ CPU_TORCH := torch==2.13.0
 # fine-tuned with the slots-name-their-label loss (2g), chat weighted up (2h), the slot loss on
 # grounding's expression too (2i), on what each interactive mark covers (2k), with image-relative
 # region features (2l), then longer with interactive marks after a detection turn and the slot loss
-# on captions and edit instructions too (2n), and the detector alone over 2n (3n), grafted onto 2n:
-# the shipped model.
+# on captions and edit instructions too (2n), and the detector alone over 2n (3n), grafted onto 2n
+# (candidate_n). Last, new denoisers from scratch (0n: [GEN] predicts v, with a position embedding)
+# relinked to candidate_n's LLM (3_generation_n) and grafted onto it: the shipped model.
+# Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
+SHAPES_STAGES_3 := 0n 3_generation_n
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -57,8 +60,11 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/decoders $(SHAPES_RUNS)/stage3_generation_b/model $(SHAPES_RUNS)/release1 \
 		--score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_2); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2n/model $(SHAPES_RUNS)/stage3n/model model/weights/shapes --decoder gdino \
-		--half --score-threshold $(SHAPES_SCORE_THRESHOLD)
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2n/model $(SHAPES_RUNS)/stage3n/model $(SHAPES_RUNS)/candidate_n \
+		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
+	for stage in $(SHAPES_STAGES_3); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_generation_n/model model/weights/shapes \
+		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
 clean:
