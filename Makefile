@@ -21,14 +21,15 @@ CPU_TORCH := torch==2.13.0
 # region features (2l), then longer with interactive marks after a detection turn and the slot loss
 # on captions and edit instructions too (2n), and the detector alone over 2n (3n), grafted onto 2n
 # (candidate_n). Last, new denoisers from scratch (0n: [GEN] predicts v, with a position embedding)
-# relinked to candidate_n's LLM (3_generation_n) and grafted onto it: the shipped model.
+# relinked to candidate_n's LLM (3_generation_n); a [GEN] denoiser trained on generation alone for
+# longer (0p, 0q), relinked in its turn (3_generation_q); both grafted onto candidate_n: the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
-SHAPES_STAGES_3 := 0n 3_generation_n
+SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -63,7 +64,7 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2n/model $(SHAPES_RUNS)/stage3n/model $(SHAPES_RUNS)/candidate_n \
 		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_3); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_generation_n/model model/weights/shapes \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_generation_q/model model/weights/shapes \
 		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
