@@ -11,7 +11,8 @@ Two tables on held-out ShapesWorld generation samples, judged by the classical c
    empty caption. A word whose swap leaves the error unchanged is a word the pictures ignore.
 
 Run: ``python bench/generation_probe.py [--model shapes] [--samples 30]``. On ``shapes`` the
-denoiser reads the colour and hardly the shape or the place, which caps what any link can reach.
+denoiser reads the colour and the place (from 0q on) but hardly the shape, which caps what any link
+can reach.
 """
 
 from __future__ import annotations
