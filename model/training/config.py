@@ -51,8 +51,9 @@ class TrainConfig:
     the donor's decoders to take instead, replacing the ``init`` model's own: a warm start for a stage
     that trains them (and their link) against this LLM, so the donor may sit over another LLM;
     ``attach_keep_tables`` keeps the ``init`` model's query tables for their routes (say new stage-0
-    denoisers relinked to an LLM already trained on its ``[GEN]`` queries). ``data``: ``"shapes"`` (ShapesWorld, endless), or paths to
-    COCO / LLaVA JSON files (see :mod:`visionllm2.model.training.sources`).
+    denoisers relinked to an LLM already trained on its ``[GEN]`` queries). ``data``: ``"shapes"``
+    (ShapesWorld, endless), or paths to COCO / LLaVA JSON files (see
+    :mod:`visionllm2.model.training.sources`).
     """
 
     stage: int = 2
