@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -317,7 +318,10 @@ def test_the_shipped_models_configs_parse_and_chain():
     folder = Path(training.__file__).parent / "configs"
     configs = {path.stem: TrainConfig.from_dict(json.loads(path.read_text())) for path in folder.glob("shapes_*.json")}
     assert {"shapes_stage0", "shapes_stage1", "shapes_stage2g", "shapes_stage3h"} <= set(configs)
-    made = {config.output_dir + "/model" for config in configs.values()} | {"runs/shapes/release1"}  # release1: `attach` in the Makefile
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    attached = re.findall(r"visionllm2 attach \S+ \S+ (\S+)", makefile.replace("$(SHAPES_RUNS)", "runs/shapes"))
+    assert {"runs/shapes/release1", "runs/shapes/candidate_n"} <= set(attached)  # the models `attach` writes
+    made = {config.output_dir + "/model" for config in configs.values()} | set(attached)
     for name, config in configs.items():  # every stage starts from what another stage (or the first release) wrote
         assert config.init is None or config.init in made, (name, config.init)
         assert config.attach is None or config.attach in made, (name, config.attach)
