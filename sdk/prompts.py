@@ -218,8 +218,8 @@ class Mask(VisualPrompt):
 
 def prompt_label(obj: object) -> str | None:
     """The class a prompt taken from an earlier result already has (``turn.boxes[2]`` → its label), else None."""
-    if isinstance(obj, (Boxes, Masks, Poses)) and len(obj) == 1 and getattr(obj, "labels", None):
-        return str(obj.labels[0])
+    if isinstance(obj, (Boxes, Masks, Poses)) and len(obj) == 1:  # every result type carries one label an item
+        return obj.labels[0]
     return None
 
 
