@@ -87,7 +87,7 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     if missing:
         raise InvalidInputError(f"attach: the donor has decoders {sorted(donor.decoders())}, not {missing}")
     tables = {f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[r]}" for n in names for r in donor.decoders()[n].routes}
-    grafted = {*names, *(() if keep_tables else tables)}
+    grafted = set(names) if keep_tables else {*names, *tables}
     state, donor_state = model.state_dict(), donor.state_dict()
     replaced = [name for name in names if name in model.decoders()]
     if replaced and not warm_start:
