@@ -13,9 +13,10 @@ It needs no tokenizer (``<bos> <eos> <pad>…`` ids come from the config).
 
 **Training** (``targets`` given): MSE of the UNet's prediction (ε, or v as ``prediction_type``
 says) + ``caption_loss_weight`` (0.1) · MSE(mapper output, CLIP's embedding of the caption). [GEN]
-drops the condition with probability ``condition_dropout`` (0.1); [EDIT] follows InstructPix2Pix with p = 0.05: text only dropped for r < p, text and image for
-p ≤ r < 2p, image only for 2p ≤ r < 3p. The VAE and text encoder are frozen; the UNet is frozen for
-[GEN] and trained for [EDIT] (``train_unet``). Gradients reach the LLM and its queries through the link.
+drops the condition with probability ``condition_dropout`` (0.1); [EDIT] follows InstructPix2Pix
+with p = 0.05: text only dropped for r < p, text and image for p ≤ r < 2p, image only for
+2p ≤ r < 3p. The VAE and text encoder are frozen; the UNet is frozen for [GEN] and trained for
+[EDIT] (``train_unet``). Gradients reach the LLM and its queries through the link.
 
 Attribute names are the released checkpoint's: ``sd.emb_proj``, ``sd.llm2sd_mapper``,
 ``sd.llm2sd_mapper_queries``, ``sd.sd_unet``, ``sd.sd_vae``, ``sd.sd_text_encoder``; same under ``ip2p``.
