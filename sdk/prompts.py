@@ -45,10 +45,16 @@ def _image_size(image_size: object, where: str) -> tuple[int, int]:
 
 
 class VisualPrompt(Model):
-    """Base of the visual prompts. Fields may also be given positionally, in declaration order."""
+    """Base of the visual prompts. Fields may also be given positionally, in declaration order.
+
+    ``label`` (keyword only) names what the prompt marks: ``Session.segment(prompts=...)`` gives the
+    region's mask that label instead of ``regionN``. A prompt made from an earlier result
+    (:func:`as_visual_prompt` on ``turn.boxes[2]``) carries that result's label.
+    """
 
     _error: ClassVar[type[InvalidPromptError]] = InvalidPromptError
     _positional: ClassVar[tuple[str, ...]] = ()
+    label: str | None = None
 
     def __init__(self, *args: Any, **data: Any) -> None:
         if len(args) > len(self._positional):
@@ -57,6 +63,13 @@ class VisualPrompt(Model):
                 f"{self._positional}, got {len(args)}"
             )
         super().__init__(**dict(zip(self._positional, args)), **data)
+
+    @field_validator("label")
+    @classmethod
+    def _check_label(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise InvalidPromptError(f"{cls.__name__}.label: expected a non-empty name or None, got {value!r}")
+        return value
 
     @abstractmethod
     def _draw(self, image_size: tuple[int, int]) -> np.ndarray: ...
@@ -204,7 +217,8 @@ class Mask(VisualPrompt):
         return mask
 
     def __repr__(self) -> str:
-        return f"Mask(shape={self.mask.shape}, pixels={int(self.mask.sum())})"
+        named = "" if self.label is None else f", label={self.label!r}"
+        return f"Mask(shape={self.mask.shape}, pixels={int(self.mask.sum())}{named})"
 
     def _draw(self, image_size: tuple[int, int]) -> np.ndarray:
         width, height = image_size
@@ -216,19 +230,13 @@ class Mask(VisualPrompt):
         return self.mask.copy()
 
 
-def prompt_label(obj: object) -> str | None:
-    """The class a prompt taken from an earlier result already has (``turn.boxes[2]`` → its label), else None."""
-    if isinstance(obj, (Boxes, Masks, Poses)) and len(obj) == 1:  # every result type carries one label an item
-        return obj.labels[0]
-    return None
-
-
 def as_visual_prompt(obj: object, index: int | None = None) -> VisualPrompt:
     """A visual prompt from a prompt, a result, or plain coordinates.
 
     Accepts a :class:`Point` / :class:`Box` / :class:`Scribble` / :class:`Mask` (returned as is);
     a single-item :class:`Boxes` or :class:`Poses` (its box → :class:`Box`) or :class:`Masks`
-    (→ :class:`Mask`), e.g. ``turn.boxes[2]``, or a bigger one with ``index=``; an ``(x, y)``
+    (→ :class:`Mask`), e.g. ``turn.boxes[2]``, or a bigger one with ``index=`` — labelled with the
+    item's label; an ``(x, y)``
     pair (→ Point); an ``(x1, y1, x2, y2)`` quadruple (→ Box); a bool ``(H, W)`` array (→ Mask).
     """
     if isinstance(obj, VisualPrompt):
@@ -240,9 +248,10 @@ def as_visual_prompt(obj: object, index: int | None = None) -> VisualPrompt:
                 f"as_visual_prompt: expected a single-item {type(obj).__name__} (e.g. turn.boxes[2]) or index=, "
                 f"got {len(chosen)} items"
             )
+        label = chosen.labels[0]  # every result type carries one label an item
         if isinstance(chosen, Masks):
-            return Mask(chosen.masks[0])
-        return Box(*(chosen.xyxy if isinstance(chosen, Boxes) else chosen.boxes)[0].tolist())
+            return Mask(chosen.masks[0], label=label)
+        return Box(*(chosen.xyxy if isinstance(chosen, Boxes) else chosen.boxes)[0].tolist(), label=label)
     if isinstance(obj, np.ndarray) and obj.dtype == bool:
         return Mask(obj)
     if isinstance(obj, (tuple, list, np.ndarray)) and len(obj) in (2, 4):

@@ -23,6 +23,7 @@ import torch
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
+from visionllm2.model.errors import describe
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import (
     ImageSlot,
@@ -36,7 +37,7 @@ from visionllm2.model.processor import (
 
 from . import adapters
 from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
-from .prompts import as_visual_prompt, prompt_label
+from .prompts import as_visual_prompt
 from .results import Result, Turn
 
 
@@ -208,7 +209,11 @@ class Session:
         shown = {s.image_id for e in self.exchanges for s in e.user if isinstance(s, ImageRef)}
         user: list[Segment | ImageRef] = []
         regions: list[tuple[str, np.ndarray]] = []
-        for index, (example_image, example_prompt) in enumerate(examples, start=1):
+        for index, example in enumerate(examples, start=1):
+            if not isinstance(example, (tuple, list)) or len(example) != 2:
+                raise InvalidPromptError(f"examples[{index - 1}]: expected an (image, prompt) pair, e.g. "
+                                         f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")
+            example_image, example_prompt = example
             example_id = self._resolve_image(example_image, staged)
             images.update(staged)
             mask = as_visual_prompt(example_prompt).to_mask(images[example_id].picture.size)
@@ -393,14 +398,14 @@ class Session:
             classes = _names(classes, "classes")
             answer = templates.group_answer(self.processor, T.SEG, classes)
             return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
-        marks = list(prompts) or [None] * len(examples)
-        if not marks:
+        if not prompts and not examples:
             raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
+        prompts = [as_visual_prompt(prompt) for prompt in prompts]
         names = [f"region{i}" for i in range(1, len(prompts) + 1)] or [f"example{i}" for i in range(1, len(examples) + 1)]
         answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
         question = templates.INTERACTIVE_QUESTION if prompts else templates.EXAMPLES_QUESTION
-        # The model answers by region; a mark taken from an earlier result keeps that result's class.
-        labels = [prompt_label(mark) or name for mark, name in zip(marks, names)]
+        # The model answers by region; a labelled mark (e.g. one taken from turn.boxes[2]) names its mask.
+        labels = [prompt.label or name for prompt, name in zip(prompts, names)] or names
         return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=labels)
 
     def pose(self, classes: Sequence[str] = ("person",), keypoints: Sequence[str] | None = None,

@@ -107,7 +107,8 @@ def test_as_visual_prompt_from_results() -> None:
         xyxy=[[0, 0, 10, 10], [5, 5, 20, 30]], scores=[0.9, 0.5], labels=["a", "b"], image_size=SIZE
     )
     prompt = as_visual_prompt(boxes[1])
-    assert isinstance(prompt, Box) and prompt.xyxy == (5, 5, 20, 30)
+    assert isinstance(prompt, Box) and prompt.xyxy == (5, 5, 20, 30) and prompt.label == "b"
+    assert prompt == Box(5, 5, 20, 30, label="b") and prompt != Box(5, 5, 20, 30)
     assert prompt.to_mask(SIZE).sum() == 15 * 25
     assert as_visual_prompt(boxes, index=0).xyxy == (0, 0, 10, 10)
     with pytest.raises(InvalidPromptError, match="expected a single-item Boxes.*got 2 items"):
@@ -117,11 +118,21 @@ def test_as_visual_prompt_from_results() -> None:
     region[0, 3:6, 3:6] = True
     masks = Masks(masks=region, scores=[1], labels=["a"], image_size=SIZE)
     from_masks = as_visual_prompt(masks[0])
-    assert isinstance(from_masks, Mask) and from_masks.to_mask(SIZE).sum() == 9
+    assert isinstance(from_masks, Mask) and from_masks.to_mask(SIZE).sum() == 9 and from_masks.label == "a"
+    assert "label='a'" in repr(from_masks)
 
     poses = Poses.empty(SIZE)
     with pytest.raises(InvalidPromptError, match="got 0 items"):
         as_visual_prompt(poses)
+
+
+def test_a_prompt_label_is_a_name_or_none() -> None:
+    assert Point(1, 2, label="bolt").label == "bolt" and Scribble([(0, 0), (5, 5)]).label is None
+    assert Box.from_json(Box(1, 2, 3, 4, label="nut").to_json()) == Box(1, 2, 3, 4, label="nut")
+    with pytest.raises(InvalidPromptError, match="Box.label: expected a non-empty name or None, got '  '"):
+        Box(1, 2, 3, 4, label="  ")
+    with pytest.raises(InvalidPromptError, match="label"):
+        Point(1, 2, label=3)
 
 
 def test_as_visual_prompt_from_plain_values() -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from visionllm2.model import tokens as T
 from visionllm2.sdk import (
+    Box,
     Boxes,
     CapabilityError,
     GenerationLimitError,
@@ -60,10 +61,11 @@ def test_every_verb_returns_typed_results_in_original_pixels(session, photo):
 def test_visual_prompts_and_references_to_earlier_results(session, photo):
     session.set_image(photo)
     first = session.ground("person")
-    turn = session.segment(prompts=[Point(x=40, y=50), first.boxes[0]])
-    # a point is named by its region; a box taken from the grounding turn keeps that turn's label
-    assert turn.masks.labels == ["region1", "person"] and len(turn.masks) == 2
-    assert turn.masks.masks.shape == (2, 128, 128)
+    turn = session.segment(prompts=[Point(x=40, y=50), first.boxes[0], Box(10, 10, 60, 60, label="coat")])
+    # a plain point is named by its region; a box taken from the grounding turn keeps that turn's
+    # label, and a prompt the user labelled keeps theirs
+    assert turn.masks.labels == ["region1", "person", "coat"] and len(turn.masks) == 3
+    assert turn.masks.masks.shape == (3, 128, 128)
 
 
 def test_in_context_examples(session, photo):
@@ -83,6 +85,12 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
         session.detect(["person"], image=b"not an image")
     with pytest.raises(InvalidPromptError, match="inside the image"):
         session.segment(prompts=[Point(x=500, y=5)])
+    with pytest.raises(InvalidPromptError, match=r"examples\[0\]: expected an \(image, prompt\) pair.*got int 1"):
+        session.segment(examples=[1], image=photo)
+    with pytest.raises(InvalidPromptError, match=r"examples\[1\]: .*got tuple of length 3"):
+        session.segment(examples=[(photo, Point(x=5, y=5)), (photo, Point(x=5, y=5), "extra")])
+    with pytest.raises(InvalidPromptError, match="label"):
+        session.segment(prompts=[Box(1, 1, 9, 9, label="")])
     with pytest.raises(CapabilityError, match=r"\[POSE\]|\[GEN\]"):
         session.generate("a red circle")  # the tiny preset has no diffusion decoder
     with pytest.raises(GenerationLimitError, match="positions"):
