@@ -235,9 +235,9 @@ def as_visual_prompt(obj: object, index: int | None = None) -> VisualPrompt:
 
     Accepts a :class:`Point` / :class:`Box` / :class:`Scribble` / :class:`Mask` (returned as is);
     a single-item :class:`Boxes` or :class:`Poses` (its box → :class:`Box`) or :class:`Masks`
-    (→ :class:`Mask`), e.g. ``turn.boxes[2]``, or a bigger one with ``index=`` — labelled with the
-    item's label; an ``(x, y)``
-    pair (→ Point); an ``(x1, y1, x2, y2)`` quadruple (→ Box); a bool ``(H, W)`` array (→ Mask).
+    (→ :class:`Mask`), e.g. ``turn.boxes[2]``, or a bigger one with ``index=``, labelled with the
+    item's label; an ``(x, y)`` pair (→ Point); an ``(x1, y1, x2, y2)`` quadruple (→ Box); a bool
+    ``(H, W)`` array (→ Mask).
     """
     if isinstance(obj, VisualPrompt):
         return obj
