@@ -37,7 +37,7 @@ from visionllm2.model.processor import (
 
 from . import adapters
 from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
-from .prompts import as_visual_prompt
+from .prompts import VisualPrompt, as_visual_prompt
 from .results import Result, Turn
 
 
@@ -209,14 +209,10 @@ class Session:
         shown = {s.image_id for e in self.exchanges for s in e.user if isinstance(s, ImageRef)}
         user: list[Segment | ImageRef] = []
         regions: list[tuple[str, np.ndarray]] = []
-        for index, example in enumerate(examples, start=1):
-            if not isinstance(example, (tuple, list)) or len(example) != 2:
-                raise InvalidPromptError(f"examples[{index - 1}]: expected an (image, prompt) pair, e.g. "
-                                         f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")
-            example_image, example_prompt = example
+        for index, (example_image, example_prompt) in enumerate(_example_pairs(examples), start=1):
             example_id = self._resolve_image(example_image, staged)
             images.update(staged)
-            mask = as_visual_prompt(example_prompt).to_mask(images[example_id].picture.size)
+            mask = example_prompt.to_mask(images[example_id].picture.size)
             user += [ImageRef(example_id), f"\nexample {index}: ", RegionSlot(f"example{index}")]
             regions.append((example_id, mask))
             shown.add(example_id)
@@ -400,12 +396,13 @@ class Session:
             return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
         if not prompts and not examples:
             raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
-        prompts = [as_visual_prompt(prompt) for prompt in prompts]
-        names = [f"region{i}" for i in range(1, len(prompts) + 1)] or [f"example{i}" for i in range(1, len(examples) + 1)]
+        prompts, examples = [as_visual_prompt(prompt) for prompt in prompts], _example_pairs(examples)
+        marks = prompts or [prompt for _, prompt in examples]
+        names = [f"region{i}" if prompts else f"example{i}" for i in range(1, len(marks) + 1)]
         answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
         question = templates.INTERACTIVE_QUESTION if prompts else templates.EXAMPLES_QUESTION
-        # The model answers by region; a labelled mark (e.g. one taken from turn.boxes[2]) names its mask.
-        labels = [prompt.label or name for prompt, name in zip(prompts, names)] or names
+        # The model answers by region; a labelled mark (e.g. one taken from turn.boxes[2]) names its masks.
+        labels = [mark.label or name for mark, name in zip(marks, names)]
         return self._turn(question, image, prompts, examples, answer, {}, interactive=True, needs=[T.DET], labels=labels)
 
     def pose(self, classes: Sequence[str] = ("person",), keypoints: Sequence[str] | None = None,
@@ -468,6 +465,17 @@ def _relabel(result: Result, labels: list[str]) -> Result:
     if getattr(result, "kind", "") == "poses":
         return result.model_copy(update={"asked": [*labels, *result.keypoint_names]})
     return result.model_copy(update={"labels": labels[: len(result)], "asked": labels})
+
+
+def _example_pairs(examples: Sequence[Any]) -> list[tuple[Any, VisualPrompt]]:
+    """``(reference image, prompt)`` pairs checked, each prompt as a :class:`VisualPrompt`."""
+    pairs = []
+    for index, example in enumerate(examples):
+        if not isinstance(example, (tuple, list)) or len(example) != 2:
+            raise InvalidPromptError(f"examples[{index}]: expected an (image, prompt) pair, e.g. "
+                                     f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")
+        pairs.append((example[0], as_visual_prompt(example[1])))
+    return pairs
 
 
 def _names(values: Sequence[str], what: str) -> list[str]:

@@ -72,6 +72,8 @@ def test_in_context_examples(session, photo):
     reference = np.ascontiguousarray(photo[:, ::-1])
     turn = session.segment(examples=[(reference, Point(x=30, y=30))], image=photo)
     assert turn.masks.labels == ["example1"] and turn.image_id == "image1" and sorted(session.images) == ["image1", "image2"]
+    named = session.segment(examples=[(reference, Point(x=30, y=30, label="nose"))], image=photo)
+    assert named.masks.labels == ["nose"]  # a labelled example names what it finds
 
 
 def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
