@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,7 +244,7 @@ class Session:
             staged: dict[str, SessionImage] = {}
             image_id = self._resolve_image(image, staged)
             images = {**self.images, **staged}
-            exchange = self._user_turn(text, image_id, images, list(prompts), list(examples), staged)
+            exchange = self._user_turn(text, image_id, images, _listed(prompts, "prompts"), examples, staged)
             images.update(staged)
             timings: dict[str, float] = {}
             start = time.perf_counter()
@@ -396,7 +396,8 @@ class Session:
             return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
         if not prompts and not examples:
             raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
-        prompts, examples = [as_visual_prompt(prompt) for prompt in prompts], _example_pairs(examples)
+        prompts = [as_visual_prompt(prompt) for prompt in _listed(prompts, "prompts")]
+        examples = _example_pairs(examples)
         marks = prompts or [prompt for _, prompt in examples]
         names = [f"region{i}" if prompts else f"example{i}" for i in range(1, len(marks) + 1)]
         answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
@@ -467,10 +468,17 @@ def _relabel(result: Result, labels: list[str]) -> Result:
     return result.model_copy(update={"labels": labels[: len(result)], "asked": labels})
 
 
+def _listed(values: Any, what: str) -> list[Any]:
+    """``values`` as a list; a lone prompt, a string or a non-iterable raises (pass ``[prompt]``)."""
+    if isinstance(values, (str, bytes, VisualPrompt)) or not isinstance(values, Iterable):
+        raise InvalidPromptError(f"{what}: expected a list (e.g. [Point(x=5, y=5)] or turn.boxes), got {describe(values)}")
+    return list(values)
+
+
 def _example_pairs(examples: Sequence[Any]) -> list[tuple[Any, VisualPrompt]]:
     """``(reference image, prompt)`` pairs checked, each prompt as a :class:`VisualPrompt`."""
     pairs = []
-    for index, example in enumerate(examples):
+    for index, example in enumerate(_listed(examples, "examples")):
         if not isinstance(example, (tuple, list)) or len(example) != 2:
             raise InvalidPromptError(f"examples[{index}]: expected an (image, prompt) pair, e.g. "
                                      f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")

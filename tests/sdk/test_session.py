@@ -61,6 +61,7 @@ def test_every_verb_returns_typed_results_in_original_pixels(session, photo):
 def test_visual_prompts_and_references_to_earlier_results(session, photo):
     session.set_image(photo)
     first = session.ground("person")
+    assert session.segment(prompts=first.boxes).masks.labels == ["person"]  # a whole result: one prompt an item
     turn = session.segment(prompts=[Point(x=40, y=50), first.boxes[0], Box(10, 10, 60, 60, label="coat")])
     # a plain point is named by its region; a box taken from the grounding turn keeps that turn's
     # label, and a prompt the user labelled keeps theirs
@@ -93,6 +94,12 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
         session.segment(examples=[(photo, Point(x=5, y=5)), (photo, Point(x=5, y=5), "extra")])
     with pytest.raises(InvalidPromptError, match="label"):
         session.segment(prompts=[Box(1, 1, 9, 9, label="")])
+    with pytest.raises(InvalidPromptError, match=r"prompts: expected a list .*got Point"):
+        session.segment(prompts=Point(x=5, y=5))  # a lone prompt, not a list of them
+    with pytest.raises(InvalidPromptError, match="examples: expected a list .*got int 5"):
+        session.segment(examples=5, image=photo)
+    with pytest.raises(InvalidPromptError, match="prompts: expected a list .*got str"):
+        session.ask("what is this?", prompts="the dog")
     with pytest.raises(CapabilityError, match=r"\[POSE\]|\[GEN\]"):
         session.generate("a red circle")  # the tiny preset has no diffusion decoder
     with pytest.raises(GenerationLimitError, match="positions"):
