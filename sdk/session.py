@@ -394,10 +394,10 @@ class Session:
             classes = _names(classes, "classes")
             answer = templates.group_answer(self.processor, T.SEG, classes)
             return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
-        if not prompts and not examples:
-            raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
         prompts = [as_visual_prompt(prompt) for prompt in _listed(prompts, "prompts")]
         examples = _example_pairs(examples)
+        if not prompts and not examples:
+            raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
         marks = prompts or [prompt for _, prompt in examples]
         names = [f"region{i}" if prompts else f"example{i}" for i in range(1, len(marks) + 1)]
         answer = templates.group_answer(self.processor, T.DET, names, "Sure, ")
@@ -469,8 +469,12 @@ def _relabel(result: Result, labels: list[str]) -> Result:
 
 
 def _listed(values: Any, what: str) -> list[Any]:
-    """``values`` as a list; a lone prompt, a string or a non-iterable raises (pass ``[prompt]``)."""
-    if isinstance(values, (str, bytes, VisualPrompt)) or not isinstance(values, Iterable):
+    """``values`` as a list (``None``: empty); a lone prompt or bool mask, a string or a non-iterable
+    raises (pass ``[prompt]``)."""
+    if values is None:
+        return []
+    lone_mask = isinstance(values, np.ndarray) and values.dtype == bool
+    if isinstance(values, (str, bytes, VisualPrompt)) or lone_mask or not isinstance(values, Iterable):
         raise InvalidPromptError(f"{what}: expected a list (e.g. [Point(x=5, y=5)] or turn.boxes), got {describe(values)}")
     return list(values)
 

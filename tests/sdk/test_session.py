@@ -100,6 +100,10 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
         session.segment(examples=5, image=photo)
     with pytest.raises(InvalidPromptError, match="prompts: expected a list .*got str"):
         session.ask("what is this?", prompts="the dog")
+    with pytest.raises(InvalidPromptError, match=r"prompts: expected a list .*got ndarray of shape \(128, 128\)"):
+        session.segment(prompts=np.ones((128, 128), bool))  # a lone mask: rows are not prompts
+    with pytest.raises(InvalidPromptError, match="expected classes, prompts or examples, got none of them"):
+        session.segment(prompts=None)
     with pytest.raises(CapabilityError, match=r"\[POSE\]|\[GEN\]"):
         session.generate("a red circle")  # the tiny preset has no diffusion decoder
     with pytest.raises(GenerationLimitError, match="positions"):
