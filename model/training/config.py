@@ -80,6 +80,7 @@ class TrainConfig:
     link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
     link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
     region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
+    detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -93,6 +94,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
             raise ValueError(f"stage: expected 0, 1, 2 or 3, got {self.stage!r}")
+        if self.detector_image_size is not None and self.detector_image_size < 32:
+            raise ValueError(f"detector_image_size: expected a side of at least 32 pixels, got {self.detector_image_size!r}")
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")

@@ -72,6 +72,9 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
         if config.region_relative_to_image is not None:  # parameter-free: the weights carry over
             model.config.region.relative_to_image = config.region_relative_to_image
             model.region_encoder.relative_to_image = config.region_relative_to_image
+        if config.detector_image_size is not None:  # parameter-free too: the detector resizes its own copy
+            detection = model.config.detection
+            detection.image_min_size = detection.image_max_size = config.detector_image_size
         return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from visionllm2.model import tokens as T
 from visionllm2.model.config import VisionLLMv2Config
@@ -337,3 +338,20 @@ def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_pa
     assert switched.config.region.relative_to_image and switched.region_encoder.relative_to_image
     switched.save_pretrained(str(tmp_path / "out"))
     assert VisionLLMv2.from_pretrained(str(tmp_path / "out")).region_encoder.relative_to_image
+
+
+def test_a_stage_can_set_the_detector_input_size(tmp_path):
+    from visionllm2.model.training.trainer import build_model
+
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
+    kept = build_model(TrainConfig(stage=3, init=str(tmp_path / "init")))
+    switched = build_model(TrainConfig(stage=3, init=str(tmp_path / "init"), detector_image_size=96))
+    detector = switched.decoders()["gdino"]
+    assert (detector.config.image_min_size, detector.config.image_max_size) == (96, 96)
+    assert kept.config.detection.image_min_size != 96
+    inputs = detector.preprocess([Image.new("RGB", (40, 20))])
+    assert tuple(inputs.resized[0]) == (48, 96)  # (h, w): the longer side capped at 96
+    switched.save_pretrained(str(tmp_path / "out"))
+    assert VisionLLMv2.from_pretrained(str(tmp_path / "out")).config.detection.image_max_size == 96
+    with pytest.raises(ValueError, match="detector_image_size"):
+        TrainConfig(detector_image_size=0)
