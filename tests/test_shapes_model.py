@@ -111,8 +111,8 @@ def test_generation_is_seeded_and_well_formed(session):
 
 @pytest.mark.xfail(strict=False, reason=(
     "#9: the shipped denoiser draws the caption's colour (1.00 over 60) and place (0.92), but its "
-    "shape 0.45 of the time, and this blue square in the centre fails 4 seeds of 4: a blue square in the centre comes out as a blue blob in the centre "
-    "(bench/generation_probe.py); the test turns to XPASS when a better-trained denoiser ships"))
+    "shape 0.45 of the time: this blue square in the centre comes out a blue blob in the centre for 4 "
+    "seeds of 4 (bench/generation_probe.py); the test turns to XPASS when a better-trained denoiser ships"))
 def test_a_generated_blue_square_passes_the_checker(session):
     passed = []
     for seed in range(4):
