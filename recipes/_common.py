@@ -22,6 +22,7 @@ from visionllm2.model.errors import describe
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.sdk.errors import InvalidImageError, InvalidInputError, InvalidPromptError, VisionLLMError
 from visionllm2.sdk.results import Boxes, Masks, Turn
+from visionllm2.sdk.results._interop import supervision
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 2**30  # the recipes read large (tiled) images themselves; beyond this is a decompression bomb
@@ -107,6 +108,24 @@ def check_fraction(value: float | None, what: str) -> float | None:
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise InvalidInputError(f"{what}: expected a number in [0, 1], got {describe(value)}")
     return float(value)
+
+
+def dedupe(masks: Masks, threshold: float, metric: str = "iou") -> Masks:
+    """Mask NMS (supervision's), per label: of two masks whose overlap exceeds ``threshold``, the
+    lower-scored is dropped; order is kept. ``metric`` is ``"iou"`` (intersection over union) or
+    ``"ios"`` (intersection over the smaller mask: a fragment lying on a better mask counts as its
+    duplicate, however small it is)."""
+    if metric not in ("iou", "ios"):
+        raise InvalidInputError(f"dedupe: expected metric 'iou' or 'ios', got {describe(metric)}")
+    if len(masks) < 2:
+        return masks
+    sv = supervision()
+    names = sorted(set(masks.labels))
+    classes = np.array([[names.index(label)] for label in masks.labels], np.float64)
+    table = np.concatenate([masks.boxes, masks.scores[:, None], classes], axis=1).astype(np.float64)
+    keep = sv.mask_non_max_suppression(table, masks.masks, iou_threshold=threshold,
+                                       overlap_metric=sv.OverlapMetric(metric.upper()))
+    return masks[np.flatnonzero(keep)]
 
 
 # --------------------------------------------------------------------------------------- inputs

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from visionllm2.model.errors import describe
@@ -29,7 +28,6 @@ from visionllm2.model.images import ImageLike
 from visionllm2.sdk.errors import InvalidPromptError
 from visionllm2.sdk.prompts import VisualPrompt, as_visual_prompt
 from visionllm2.sdk.results import Boxes, Masks, Turn
-from visionllm2.sdk.results._interop import supervision
 from visionllm2.sdk.results.masks import tight_boxes
 
 from ._common import (
@@ -38,6 +36,7 @@ from ._common import (
     as_inputs,
     check_fraction,
     check_names,
+    dedupe,
     fresh_session,
     open_rgb,
     run_batch,
@@ -120,15 +119,6 @@ def check_inputs(examples: object, label: object = "object", min_score: object =
                                  xyxy=tuple(float(v) for v in tight_boxes(mask[None])[0]), area_px=int(mask.sum())))
         pairs.append((picture, visual))
     return pairs, marks, name
-
-
-def dedupe(masks: Masks, iou: float) -> Masks:
-    """Mask NMS: of masks overlapping with IoU above ``iou``, keep the best scored (order kept)."""
-    if len(masks) < 2:
-        return masks
-    table = np.concatenate([masks.boxes, masks.scores[:, None]], axis=1).astype(np.float64)
-    keep = supervision().mask_non_max_suppression(table, masks.masks, iou_threshold=iou)
-    return masks[np.flatnonzero(keep)]
 
 
 def _find(session: Any, pairs: list[tuple[Image.Image, VisualPrompt]], target: ImageLike, source: str, label: str,

@@ -5,11 +5,12 @@
     geojson = result.to_geojson(geotransform=(500000.0, 0.3, 0.0, 4100000.0, 0.0, -0.3))
 
 Sliced inference: the image is cut into overlapping tiles (:func:`~.tiling.tile_grid`); each tile is
-one ``session.segment(classes, image=tile)`` turn in a fresh conversation; the tile's masks become
-polygons shifted back to whole-image pixels; instances of one object seen by several tiles are
-merged by a shapely union, and box NMS (supervision's) removes what is left twice (see
-:mod:`.tiling`). Coordinates are whole-image pixels with ``(0, 0)`` the top-left corner; GeoJSON is
-in those pixels (y down) or, given a GDAL geotransform, in map coordinates.
+one ``session.segment(classes, image=tile)`` turn in a fresh conversation; the tile's own duplicates
+are dropped (supervision's mask NMS) and its masks become polygons shifted back to whole-image pixels;
+instances of one object seen by several tiles are merged by a shapely union, and what still overlaps
+is merged by intersection over the smaller (see :mod:`.tiling`). Coordinates are whole-image pixels
+with ``(0, 0)`` the top-left corner; GeoJSON is in those pixels (y down) or, given a GDAL
+geotransform, in map coordinates.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from visionllm2.sdk.results import Boxes, Masks, Turn
 
 from . import tiling
 from ._common import RecipeModel, check_fraction, check_names, fresh_session, open_rgb
+from ._common import dedupe as dedupe_masks
 
 VOCABULARY: tuple[str, ...] = DOMAINS["remote_sensing"]
 ROTATED_CLASSES = ("building", "vehicle")
@@ -120,7 +122,7 @@ class RemoteSensingResult(RecipeModel):
 
 
 def check_inputs(classes: object, tile_size: object, overlap: object, geotransform: object = None,
-                 vocabulary: Sequence[str] | None = VOCABULARY, merge_iou: object = 0.5, nms_iou: object = 0.5
+                 vocabulary: Sequence[str] | None = VOCABULARY, merge_iou: object = 0.5, dedupe: object = 0.5
                  ) -> tuple[list[str], int, int]:
     """Validate before any model work: the classes (non-empty, known to ``vocabulary`` unless it is
     None), the tiling, the IoU thresholds and an optional GDAL geotransform. Returns
@@ -128,13 +130,13 @@ def check_inputs(classes: object, tile_size: object, overlap: object, geotransfo
     names = check_names(classes, "classes", vocabulary)
     tile_size, overlap = tiling.check_tiling(tile_size, overlap)
     check_fraction(merge_iou, "merge_iou")
-    check_fraction(nms_iou, "nms_iou")
+    check_fraction(dedupe, "dedupe")
     tiling.check_geotransform(geotransform)
     return names, tile_size, overlap
 
 
 def map_objects(session: Any, image: ImageLike, classes: Sequence[str], *, tile_size: int = 256, overlap: int = 64,
-                rotated_classes: Sequence[str] = ROTATED_CLASSES, merge_iou: float = 0.5, nms_iou: float = 0.5,
+                rotated_classes: Sequence[str] = ROTATED_CLASSES, merge_iou: float = 0.5, dedupe: float = 0.5,
                 min_area: float = 4.0, vocabulary: Sequence[str] | None = VOCABULARY) -> RemoteSensingResult:
     """Segment ``classes`` over a large image by overlapping tiles and merge the results.
 
@@ -148,11 +150,16 @@ def map_objects(session: Any, image: ImageLike, classes: Sequence[str], *, tile_
             each object whole.
         rotated_classes: classes that get a minimum rotated rectangle.
         merge_iou: agreement inside the shared window that makes two tile instances one object.
-        nms_iou: box IoU above which the lower-scored of two merged objects is dropped.
-        min_area: tile instances smaller than this many pixels are ignored.
+        dedupe: two masks of one class that share more than this fraction of the smaller one's
+            area are one object seen twice. Within a tile, before merging, the lower-scored is
+            dropped (the tile's duplicates would otherwise be unioned into one blob); among the
+            merged objects, the two are unioned (a scrap one tile saw of an object another saw
+            whole). 1.0 keeps every mask.
+        min_area: separate parts of a tile's mask smaller than this many pixels are ignored, and
+            masks left empty.
         vocabulary: allowed class names (``None``: any).
     """
-    names, tile_size, overlap = check_inputs(classes, tile_size, overlap, None, vocabulary, merge_iou, nms_iou)
+    names, tile_size, overlap = check_inputs(classes, tile_size, overlap, None, vocabulary, merge_iou, dedupe)
     picture = open_rgb(image)
     tiles = tiling.tile_grid(picture.size, tile_size, overlap)
     turns, instances = [], []
@@ -160,8 +167,8 @@ def map_objects(session: Any, image: ImageLike, classes: Sequence[str], *, tile_
         turn = fresh_session(session).segment(names, image=picture.crop(tile.xyxy))
         turns.append(turn)
         if turn.masks is not None:
-            instances += tiling.tile_instances(turn.masks, tile, min_area)
-    merged = tiling.merge_instances(instances, tiles, merge_iou, nms_iou)
+            instances += tiling.tile_instances(dedupe_masks(turn.masks, dedupe, metric="ios"), tile, min_area)
+    merged = tiling.merge_instances(instances, tiles, merge_iou, dedupe)
     objects = [MapObject(label=m.label, score=m.score, geometry=m.geometry, xyxy=m.xyxy, tiles=m.tiles,
                          rotated_box=tiling.rotated_box(m.geometry) if m.label in rotated_classes else None)
                for m in merged]

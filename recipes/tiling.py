@@ -10,7 +10,8 @@ Merging: an object cut by a tile's edge is seen in part by that tile and (with o
 in part by its neighbour. Two instances of the same class from different tiles are one object when,
 inside the window both tiles saw, their shapes agree (IoU ≥ ``merge_iou``), or — for tiles that
 only touch — when they share a stretch of the seam. Linked instances are unioned into one shapely
-geometry; a final box NMS (supervision's) drops duplicates that still overlap.
+geometry; a final non-maximum merging on the shapes (intersection over the smaller) joins what
+still overlaps, such as a scrap one tile saw of an object another saw whole.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from shapely.geometry.base import BaseGeometry
 from visionllm2.model.errors import describe
 from visionllm2.sdk.errors import InvalidInputError
 from visionllm2.sdk.results import Masks
-from visionllm2.sdk.results._interop import supervision
 
 Geotransform = tuple[float, float, float, float, float, float]
 
@@ -99,14 +99,22 @@ class Instance:
     tile: int
 
 
+def drop_specks(geometry: BaseGeometry, min_area: float) -> BaseGeometry:
+    """``geometry`` without its separate parts smaller than ``min_area`` pixels (stray specks a
+    mask head leaves round an object; they would stretch its box and its rotated box)."""
+    parts = [p for p in getattr(geometry, "geoms", [geometry]) if p.area >= min_area]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
 def tile_instances(masks: Masks, tile: Tile, min_area: float = 1.0) -> list[Instance]:
-    """A tile's masks (``image_size`` = the tile's size) → polygons in whole-image pixels; masks
-    smaller than ``min_area`` pixels are dropped."""
+    """A tile's masks (``image_size`` = the tile's size) → polygons in whole-image pixels; separate
+    parts of a mask smaller than ``min_area`` pixels are dropped, and so are masks left empty."""
     if masks.image_size != tile.size:
         raise InvalidInputError(f"tile_instances: expected masks of the tile's size {tile.size}, got {masks.image_size}")
     found = []
     for polygon, label, score in zip(masks.to_polygons(), masks.labels, masks.scores.tolist()):
-        if polygon.is_empty or polygon.area < min_area:
+        polygon = drop_specks(polygon, min_area)
+        if polygon.is_empty:
             continue
         found.append(Instance(label, float(score), affinity.translate(polygon, tile.x0, tile.y0), tile.index))
     return found
@@ -140,8 +148,9 @@ def _same_object(a: Instance, b: Instance, tiles: Sequence[Tile], merge_iou: flo
 
 
 def merge_instances(instances: Sequence[Instance], tiles: Sequence[Tile], merge_iou: float = 0.5,
-                    nms_iou: float = 0.5) -> list[Merged]:
-    """Instances from overlapping tiles → one :class:`Merged` per object (see the module docstring).
+                    dedupe: float = 0.5) -> list[Merged]:
+    """Instances from overlapping tiles → one :class:`Merged` per object (see the module docstring);
+    ``dedupe`` is :func:`merge_duplicates`' threshold.
 
     Returns objects sorted by label then falling score.
     """
@@ -168,18 +177,36 @@ def merge_instances(instances: Sequence[Instance], tiles: Sequence[Tile], merge_
         geometry = shapely.simplify(shapely.union_all([m.geometry for m in members]), 0)  # drop seam vertices
         merged.append(Merged(members[0].label, max(m.score for m in members), shapely.make_valid(geometry),
                              sorted({m.tile for m in members})))
-    return box_nms(merged, nms_iou)
+    return merge_duplicates(merged, dedupe)
 
 
-def box_nms(objects: Sequence[Merged], iou: float) -> list[Merged]:
-    """Per-class non-maximum suppression of the objects' bounding boxes (supervision's)."""
-    if not objects:
-        return []
-    names = sorted({o.label for o in objects})
-    table = np.array([[*o.xyxy, o.score, names.index(o.label)] for o in objects], np.float64)
-    keep = supervision().box_non_max_suppression(table, iou_threshold=iou)
-    kept = [o for o, k in zip(objects, keep.tolist()) if k]
-    return sorted(kept, key=lambda o: (o.label, -o.score))
+def merge_duplicates(objects: Sequence[Merged], ios: float) -> list[Merged]:
+    """Greedy non-maximum merging on the shapes themselves, per class: visiting objects by falling
+    score, one that shares more than ``ios`` of the smaller one's area with an object already kept
+    is unioned into it (its tiles too) instead of standing alone. Intersection over the smaller is
+    how sliced-inference tools match tile results: a scrap one tile saw of an object its neighbour
+    saw whole has IoU near 0 but IoS 1, and the union keeps the whole even when the scrap scored
+    higher. Exact polygon areas: no raster of a large image. Returns objects by label then falling
+    score."""
+    order = sorted(range(len(objects)), key=lambda k: -objects[k].score)
+    tree = shapely.STRtree([o.geometry for o in objects])
+    kept: dict[int, Merged] = {}
+    for k in order:
+        shape, label = objects[k].geometry, objects[k].label
+        near = [j for j in tree.query(shape, predicate="intersects").tolist() if j in kept and objects[j].label == label]
+        host = next((j for j in near if _ios(shape, kept[j].geometry) > ios), None)
+        if host is None:
+            kept[k] = Merged(label, objects[k].score, shape, list(objects[k].tiles))
+            continue
+        ours = kept[host]
+        ours.geometry = shapely.make_valid(shapely.simplify(shapely.union(ours.geometry, shape), 0))
+        ours.tiles = sorted({*ours.tiles, *objects[k].tiles})
+    return sorted(kept.values(), key=lambda o: (o.label, -o.score))
+
+
+def _ios(a: BaseGeometry, b: BaseGeometry) -> float:
+    smaller = min(a.area, b.area)
+    return a.intersection(b).area / smaller if smaller > 0 else 0.0
 
 
 # ------------------------------------------------------------------------------- rotated boxes

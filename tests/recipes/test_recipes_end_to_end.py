@@ -111,6 +111,20 @@ def test_in_context_dedupes_examples_that_find_the_same_thing():
     assert kept.scores.tolist() == pytest.approx([0.9, 0.4]) and np.array_equal(kept.masks, masks[1:])
 
 
+def test_dedupe_by_intersection_over_the_smaller_drops_fragments_that_iou_keeps():
+    masks = np.zeros((4, 40, 40), bool)
+    masks[0, 5:25, 5:25] = True                   # an object, well scored
+    masks[1, 10:14, 10:14] = True                 # a fragment lying on it: IoU 0.04, IoS 1
+    masks[2, 20:30, 20:30] = True                 # a neighbour touching its corner: IoS 0.25
+    masks[3, 10:14, 10:14] = True                 # the fragment again, but another class
+    found = Masks(masks=masks, scores=[0.9, 0.5, 0.6, 0.5], labels=["a", "a", "a", "b"], image_size=(40, 40))
+    assert len(ic.dedupe(found, 0.5)) == 4
+    kept = ic.dedupe(found, 0.5, metric="ios")
+    assert kept.labels == ["a", "a", "b"] and np.array_equal(kept.masks, masks[[0, 2, 3]])
+    with pytest.raises(InvalidInputError, match="metric"):
+        ic.dedupe(found, 0.5, metric="giou")
+
+
 @pytest.mark.parametrize("examples, error, match", [
     ([], InvalidPromptError, "non-empty"),
     ([("x",)], InvalidPromptError, "pair"),
@@ -236,6 +250,7 @@ def test_roads_and_water_get_no_rotated_box(eager_session):
     ({"overlap": 128}, InvalidInputError, "overlap"),
     ({"tile_size": 4}, InvalidInputError, "tile_size"),
     ({"merge_iou": 2.0}, InvalidInputError, "merge_iou"),
+    ({"dedupe": -0.1}, InvalidInputError, "dedupe"),
 ])
 def test_remote_sensing_refuses_bad_input(eager_session, kwargs, error, match):
     arguments = {"classes": ["building"], "tile_size": 128, "overlap": 32, **kwargs}

@@ -100,14 +100,47 @@ def test_tiles_that_only_touch_merge_shapes_meeting_along_the_seam():
     assert next(m for m in merged if m.geometry.area == 2400).tiles == [0, 1]
 
 
-def test_box_nms_drops_the_weaker_duplicate_from_one_tile():
+def test_duplicates_are_merged_by_intersection_over_the_smaller_shape():
     tiles = tiling.tile_grid((100, 100), 100, 0)
-    a, b = np.zeros((100, 100), bool), np.zeros((100, 100), bool)
-    a[10:50, 10:50] = True
-    b[11:50, 10:50] = True
-    instances = _tiled(np.stack([a, b]), ["building", "building"], tiles, scores=[0.4, 0.8])
-    merged = tiling.merge_instances(instances, tiles, nms_iou=0.5)
-    assert len(merged) == 1 and merged[0].score == pytest.approx(0.8)
+    masks = np.zeros((4, 100, 100), bool)
+    masks[0, 10:50, 10:50] = True   # an object
+    masks[1, 11:50, 10:50] = True   # the same object again, better scored
+    masks[2, 20:26, 20:26] = True   # a fragment lying on it (IoU 0.02, IoS 1): merged, adding nothing
+    masks[3, 45:60, 45:60] = True   # a neighbour touching its corner: IoS 25 / 225
+    instances = _tiled(masks, ["building"] * 4, tiles, scores=[0.4, 0.8, 0.7, 0.3])
+    merged = tiling.merge_instances(instances, tiles, dedupe=0.5)
+    assert [m.score for m in merged] == pytest.approx([0.8, 0.3])
+    assert len(tiling.merge_instances(instances, tiles, dedupe=1.0)) == 4
+    other = _tiled(masks[2:3], ["vehicle"], tiles)   # another class is never a duplicate
+    assert sorted(m.label for m in tiling.merge_instances(instances + other, tiles)) == ["building"] * 2 + ["vehicle"]
+
+
+def test_a_scrap_one_tile_saw_of_an_object_its_neighbour_saw_whole_joins_it():
+    tiles = tiling.tile_grid((200, 100), 128, 56)   # x 0–128 and 72–200 share 72–128
+    whole = np.zeros((100, 128), bool)
+    whole[40:60, 30:50] = True        # tile 1 sees the object whole: x 102–122
+    fragment = np.zeros((100, 128), bool)
+    fragment[42:50, 104:110] = True   # tile 0 sees a scrap of it, x 104–110: IoU in the window 0.12
+    instances = [*tiling.tile_instances(Masks(masks=fragment[None], scores=[0.9], labels=["building"],
+                                                  image_size=(128, 100)), tiles[0]),
+                 *tiling.tile_instances(Masks(masks=whole[None], scores=[0.6], labels=["building"],
+                                              image_size=(128, 100)), tiles[1])]
+    merged = tiling.merge_instances(instances, tiles)
+    assert len(merged) == 1 and merged[0].geometry.area == 400 and merged[0].tiles == [0, 1]
+    assert merged[0].score == pytest.approx(0.9)  # the scrap scored higher; the whole shape is kept all the same
+
+
+def test_tile_instances_drop_stray_specks_but_keep_the_object():
+    tile = tiling.tile_grid((64, 64), 64, 0)[0]
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 10:20, 10:18] = True   # the object, 80 px
+    masks[0, 50, 60] = masks[0, 40:42, 2] = True   # specks of 1 and 2 px far from it
+    masks[1, 30:32, 30] = True      # a mask that is only a speck
+    found = Masks(masks=masks, scores=[0.9, 0.8], labels=["building"] * 2, image_size=(64, 64))
+    instances = tiling.tile_instances(found, tile, min_area=4.0)
+    assert len(instances) == 1 and instances[0].geometry.area == 80
+    assert instances[0].geometry.bounds == (10, 10, 18, 20)   # the specks no longer stretch its box
+    assert len(tiling.tile_instances(found, tile, min_area=1.0)) == 2
 
 
 # ------------------------------------------------------------------------------------ rotated boxes

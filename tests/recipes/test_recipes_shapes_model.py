@@ -31,16 +31,16 @@ def _missing_reason() -> str | None:
     return None
 
 
-# The shipped model's detector is below the accuracy these outcomes need on the domain packs (model
-# card: bbox AP50 0.80 on ShapesWorld; this release, its detector at a 256² input, finds 5 of 12
-# planted defects, 2 of 10 lesion areas within 15 %, 41 of 74 buildings (45 asked) and ≥ 54 of 90 with
-# one seam building split in two; the previous one 4, 2, 19 / 20). Thin defects (scratches, cracks) get
-# boxes at IoU 0.2–0.3; lesions score near the display threshold.
-# The tests run and report XFAIL until a better-trained `shapes` model makes them pass (non-strict:
-# a pass is reported as XPASS).
+# The shipped model's detector is below the accuracy the inspection and medical outcomes need on the
+# domain packs (model card: bbox AP50 0.80 on ShapesWorld; this release, its detector at a 256² input,
+# finds 5 of 12 planted defects and 2 of 10 lesion areas within 15 %). Thin defects (scratches, cracks)
+# get boxes at IoU 0.2–0.3; lesions score near the display threshold. Those two tests run and report
+# XFAIL until a better-trained `shapes` model makes them pass (non-strict: a pass is reported as XPASS).
+# The remote-sensing outcome is met (46 of 74 and 56 of 90 buildings, one object per seam building) and
+# is a plain test.
 BELOW_TARGET = "the shipped shapes model is below target accuracy (see model/weights/shapes/MODEL_CARD.md)"
-pytestmark = [pytest.mark.skipif(_missing_reason() is not None, reason=str(_missing_reason())),
-              pytest.mark.xfail(reason=BELOW_TARGET, strict=False)]
+below_target = pytest.mark.xfail(reason=BELOW_TARGET, strict=False)
+pytestmark = pytest.mark.skipif(_missing_reason() is not None, reason=str(_missing_reason()))
 
 ONE_DEFECT = [1001, 1005, 1015, 1019, 1021, 1023, 1027, 1029, 1033, 1049, 1051, 1065]  # one defect each
 FLAWLESS = [1025, 1039, 1047, 1053, 1069, 1075]
@@ -56,6 +56,7 @@ def shapes_session():
     return Session.from_pretrained("shapes")
 
 
+@below_target
 def test_the_planted_defect_is_found_and_the_part_fails(shapes_session):
     scenes = [render_domain("industrial", seed) for seed in ONE_DEFECT]
     report = inspect_parts(shapes_session, [s.image for s in scenes], list(DOMAINS["industrial"]), pixel_size=0.05)
@@ -71,6 +72,7 @@ def test_the_planted_defect_is_found_and_the_part_fails(shapes_session):
     assert len(clean.passed) >= len(FLAWLESS) - 2, [p.reasons for p in clean.parts]
 
 
+@below_target
 def test_the_lesion_area_is_within_15_percent_of_the_truth(shapes_session):
     spacing = 0.5
     scenes = [render_domain("medical", seed, bit_depth=16) for seed in LESIONS]
