@@ -54,7 +54,8 @@ class ShapesWorld:
     processor: builds the answers' super-link groups (their query counts come from its config).
     tasks: task name → weight; a task with weight 0 never appears. domains: domain packs mixed
     into detect / segment / ground scenes with probability ``domain_rate``. image_size: the side
-    of rendered scenes.
+    of rendered scenes. generate_history_rate: share of training ``generate`` requests asked after
+    an earlier detect or segment turn on another picture, as in a session (0: always first).
     """
 
     processor: Processor
@@ -63,6 +64,7 @@ class ShapesWorld:
     domains: Sequence[str] = ()
     domain_rate: float = 0.25
     image_size: int = 128
+    generate_history_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -71,6 +73,8 @@ class ShapesWorld:
         if unknown or not any(w > 0 for w in self.tasks.values()):
             raise ValueError(f"ShapesWorld tasks: expected positive weights for some of {sorted(TASK_DECODERS)}, "
                              f"got {dict(self.tasks)}")
+        if not 0.0 <= self.generate_history_rate <= 1.0:
+            raise ValueError(f"ShapesWorld generate_history_rate: expected a share in [0, 1], got {self.generate_history_rate!r}")
         names = [t for t, w in self.tasks.items() if w > 0]
         weights = np.array([self.tasks[t] for t in names], dtype=np.float64)
         self._names, self._weights = names, weights / weights.sum()
@@ -283,7 +287,18 @@ def _generate(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample
     caption = caption_of(obj)
     messages = [_user(templates.generate_question(caption), image=False),
                 Message("assistant", templates.single_answer(world.processor, T.GEN))]
-    return Sample("generate", messages, [], targets={"sd": DiffusionTarget(scene.image, caption)},
+    images = []
+    history = np.random.default_rng([seed, 13])  # its own stream: the sample itself stays as it was
+    if world.split == "train" and history.random() < world.generate_history_rate:
+        # A caption asked later in a conversation: the [GEN] slots then read past a picture and its
+        # detections, and the link must learn to pass those by (a first-turn-only link draws noise).
+        earlier = render_scene(int(history.integers(2**31)) * 2, size=world.image_size)  # even: a train seed
+        asked = _asked_classes(earlier, history, world)
+        route, question = (T.DET, templates.detect_question) if history.random() < 0.5 else (T.SEG, templates.segment_question)
+        messages = [_user(question(asked)), Message("assistant", templates.group_answer(world.processor, route, asked)),
+                    *messages]
+        images = [earlier.image]
+    return Sample("generate", messages, images, targets={"sd": DiffusionTarget(scene.image, caption)},
                   meta={"caption": caption, "colour": obj.colour, "kind": obj.kind, "place": obj.place})
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     tasks: dict[str, float] | None = None      # None: the stage's default mix
     domains: list[str] = field(default_factory=list)
     domain_rate: float = 0.25                  # ShapesWorld: share of detect / segment / ground scenes from domains
+    generate_history_rate: float = 0.0         # ShapesWorld: share of generate requests asked after an earlier turn
     image_root: str | None = None              # COCO / LLaVA images, relative paths resolve here
     steps: int = 1000
     batch_size: int = 8
@@ -99,8 +100,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.domain_rate <= 1.0:
-            raise ValueError(f"domain_rate: expected a share in [0, 1], got {self.domain_rate!r}")
+        for name in ("domain_rate", "generate_history_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(self, name)!r}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
         if self.link_label_loss < 0:

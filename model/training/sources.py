@@ -29,8 +29,10 @@ class ShapesSource:
     """An endless ShapesWorld stream; each step draws a decoder group, then its tasks by weight."""
 
     def __init__(self, processor: Processor, tasks: Mapping[str, float], domains: Sequence[str] = (),
-                 seed: int = 0, image_size: int = 128, domain_rate: float = 0.25) -> None:
-        self.world = ShapesWorld(processor, "train", dict(tasks), tuple(domains), domain_rate, image_size)
+                 seed: int = 0, image_size: int = 128, domain_rate: float = 0.25,
+                 generate_history_rate: float = 0.0) -> None:
+        self.world = ShapesWorld(processor, "train", dict(tasks), tuple(domains), domain_rate, image_size,
+                                 generate_history_rate)
         self.seed = seed
         weights: dict[str, float] = defaultdict(float)
         for task, weight in tasks.items():
@@ -70,14 +72,16 @@ class ListSource:
 
 
 def build_source(data: Sequence[str], processor: Processor, tasks: Mapping[str, float], domains: Sequence[str],
-                 seed: int, image_root: str | None = None, domain_rate: float = 0.25) -> SampleSource:
+                 seed: int, image_root: str | None = None, domain_rate: float = 0.25,
+                 generate_history_rate: float = 0.0) -> SampleSource:
     """``["shapes"]`` → ShapesWorld; otherwise COCO instance / keypoint JSON and LLaVA JSON files.
 
     A file is read as COCO when it has ``"annotations"`` and ``"images"`` (keypoints → pose samples,
     segmentations → segment samples, else detect), else as LLaVA conversations.
     """
     if list(data) == ["shapes"]:
-        return ShapesSource(processor, tasks, domains, seed, domain_rate=domain_rate)
+        return ShapesSource(processor, tasks, domains, seed, domain_rate=domain_rate,
+                            generate_history_rate=generate_history_rate)
     import json
 
     from ..data.coco import load_coco_samples, load_llava_samples

@@ -107,7 +107,8 @@ class Trainer:
         self.model = model if model is not None else build_model(config)
         self.processor = Processor(self.model.config, self.model.tokenizer)
         self.source = source or build_source(config.data, self.processor, config.task_weights, config.domains,
-                                             config.seed, config.image_root, config.domain_rate)
+                                             config.seed, config.image_root, config.domain_rate,
+                                             config.generate_history_rate)
         groups = prepare_stage(self.model, config)
         parameters = [
             {"params": groups["decoders"], "lr": config.learning_rate},

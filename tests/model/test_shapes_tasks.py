@@ -49,6 +49,30 @@ def test_some_interactive_training_samples_follow_a_detection_turn(processor):
     assert all(len(heldout.sample(index).messages) == 2 for index in range(40))
 
 
+def test_generate_requests_can_follow_an_earlier_turn_on_another_picture(processor):
+    # A session asks for a picture after it has detected or segmented something: the [GEN] slots then
+    # read past that picture, so the link must be trained on such requests too (opt-in, by a rate).
+    first_only = ShapesWorld(processor, tasks={"generate": 1.0})
+    later = ShapesWorld(processor, tasks={"generate": 1.0}, generate_history_rate=0.5)
+    pairs = [(first_only.sample(index), later.sample(index)) for index in range(30)]
+    assert all(len(a.messages) == 2 and a.images == [] for a, _ in pairs)
+    followed = [b for _, b in pairs if len(b.messages) == 4]
+    assert 6 <= len(followed) <= 24
+    for a, b in pairs:  # the request itself is the same sample with or without the earlier turn
+        assert b.meta == a.meta and b.messages[-2:] == a.messages
+        assert np.array_equal(np.asarray(b.targets["sd"].image), np.asarray(a.targets["sd"].image))
+    earlier = {routes_of_message(b.messages[1])[0] for b in followed}
+    assert earlier == {T.DET, T.SEG}
+    for sample in followed:
+        assert len(sample.images) == 1 and routes_of(sample) == [T.GEN]
+        batch, images, targets = samples_to_inputs(processor, [sample], Tokenizer.builtin().pad_id)
+        assert list(targets) == ["sd"] and images == [sample.images[0]] and 0 not in batch.input_ids[0].tolist()
+    heldout = ShapesWorld(processor, "heldout", tasks={"generate": 1.0}, generate_history_rate=1.0)
+    assert all(len(heldout.sample(index).messages) == 2 for index in range(10))
+    with pytest.raises(ValueError, match="generate_history_rate"):
+        ShapesWorld(processor, tasks={"generate": 1.0}, generate_history_rate=1.5)
+
+
 @pytest.mark.parametrize("task", list(TASK_DECODERS))
 def test_every_task_builds_model_inputs_with_matching_targets(processor, task):
     world = ShapesWorld(processor, tasks={task: 1.0}, domains=("industrial", "medical", "remote_sensing"))

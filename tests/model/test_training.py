@@ -123,6 +123,8 @@ def test_bad_training_configs_are_refused(tmp_path):
         TrainConfig(attach_decoders=["gdino"])
     with pytest.raises(ValueError, match="domain_rate"):
         TrainConfig(domain_rate=1.5)
+    with pytest.raises(ValueError, match="generate_history_rate"):
+        TrainConfig(generate_history_rate=-0.1)
 
 
 def test_the_domain_rate_sets_how_often_a_training_scene_comes_from_a_domain_pack():
@@ -172,6 +174,23 @@ def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path
     grafted = ("sd.", "ip2p.", "emb_embeddings_gen", "emb_embeddings_edit")
     assert all(torch.equal(state[k], v) for k, v in donor.state_dict().items() if k.startswith(grafted))
     assert all(torch.equal(state[k], v) for k, v in base.state_dict().items() if not k.startswith(grafted))
+
+
+def test_stage_three_trains_the_generation_link_on_requests_after_an_earlier_turn(tmp_path):
+    torch.manual_seed(0)
+    model = generation_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    world = ShapesWorld(Processor(model.config, model.tokenizer), tasks={"generate": 1.0}, generate_history_rate=1.0)
+    samples = [world.sample(i) for i in range(4)]
+    assert all(len(s.messages) == 4 and len(s.images) == 1 for s in samples)
+    config = TrainConfig(stage=3, output_dir=str(tmp_path / "stage3"), steps=2, batch_size=4, log_every=1, warmup_steps=1)
+    result = Trainer(config, model=model, source=ListSource(samples)).train(progress=False)
+    assert all(np.isfinite(r["loss"]) for r in result.records)
+    after = VisionLLMv2.from_pretrained(str(result.model_dir)).state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    # The earlier turn's [DET]/[SEG] slots reach the detector, which has no target here and learns
+    # nothing; their query table does move, as the [GEN] slots read it through the LLM's attention.
+    assert changed == {"sd", "emb_embeddings_gen", "emb_embeddings_det"}
 
 
 def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
