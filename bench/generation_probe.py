@@ -6,11 +6,15 @@ Two tables on held-out ShapesWorld generation samples, judged by the classical c
 1. **Checker accuracy per sampler**, for the denoiser alone (the caption through its own frozen
    text encoder: the best the link can hope to imitate) and for the whole model (the caption asked
    through ``Session.generate``, so through the LLM, the ``[GEN]`` slots and the mapper).
-2. **Which caption words the denoiser reads**: its prediction error (ε or v) at a few noise levels with the
+2. **Checker accuracy in a later turn**: the same captions asked through ``Session.generate`` first in
+   a conversation, after a detect turn on another picture, and after detect → segment(prompts=boxes),
+   as a session (and ``make demo``) asks them. A link trained on first turns only draws noise there;
+   ``generate_history_rate`` trains it on later ones.
+3. **Which caption words the denoiser reads**: its prediction error (ε or v) at a few noise levels with the
    true caption, with one word swapped for another of its kind (colour, shape, place), and with the
    empty caption. A word whose swap leaves the error unchanged is a word the pictures ignore.
 
-Run: ``python bench/generation_probe.py [--model shapes] [--samples 30]``. On ``shapes`` the
+Run: ``python bench/generation_probe.py [--model shapes] [--samples 30] [--skip-samplers]``. On ``shapes`` the
 denoiser reads the colour and the place (from 0q on) but hardly the shape, which caps what any link
 can reach.
 """
@@ -25,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from visionllm2.model.data.shapes import COLOURS, SHAPES
+from visionllm2.model.data.shapes import COLOURS, SHAPES, render_scene
 from visionllm2.model.data.tasks import ShapesWorld, caption_of
 from visionllm2.model.decoders.diffusion_parts import build_scheduler, to_pixels
 from visionllm2.recipes.evaluate import checker_scores
@@ -54,6 +58,24 @@ def through_the_link(session: Session, metas, sampler: str, steps: int) -> dict[
         session.reset()
         turn = session.generate(meta["caption"], seed=index, scheduler=sampler, num_inference_steps=steps)
         pictures.append(turn.images.images[0])
+    return checker_scores(pictures, metas)
+
+
+LATER_TURNS = ("first turn", "after a detect turn", "after detect → segment")
+
+
+def in_a_later_turn(session: Session, metas, earlier: str, side: int = 128) -> dict[str, float]:
+    """Checker scores with each caption asked after ``earlier`` (one of :data:`LATER_TURNS`) on a
+    held-out ``side``² scene of its own; the model's sampler and guidance."""
+    pictures = []
+    for index, meta in enumerate(metas):
+        session.reset()
+        if earlier != LATER_TURNS[0]:
+            scene = render_scene(2 * (50_000 + index) + 1, size=side)  # odd seeds: held out
+            found = session.detect(sorted({o.kind for o in scene.objects}) or ["circle"], image=scene.image).boxes
+            if earlier == LATER_TURNS[2] and found is not None and len(found):
+                session.segment(prompts=list(found)[:2])
+        pictures.append(session.generate(meta["caption"], seed=index).images.images[0])
     return checker_scores(pictures, metas)
 
 
@@ -97,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--skip-samplers", action="store_true", help="only the later-turn and word tables")
     args = parser.parse_args()
     console = Console()
     session = Session.from_pretrained(args.model)
@@ -107,11 +130,20 @@ def main() -> None:
     table = Table(title=f"[GEN] checker accuracy, {args.samples} held-out captions: {args.model}")
     for column in ("path", "sampler", "steps", "colour", "shape", "place", "all"):
         table.add_column(column, justify="left" if column in ("path", "sampler") else "right")
-    for sampler, steps in SAMPLERS:
+    for sampler, steps in () if args.skip_samplers else SAMPLERS:
         for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps)),
                              ("through the link", through_the_link(session, metas, sampler, steps))):
             table.add_row(path, sampler.replace("MultistepScheduler", "").removesuffix("Scheduler"), str(steps),
                           *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
+    if not args.skip_samplers:
+        console.print(table)
+
+    table = Table(title=f"[GEN] checker accuracy by the turn it is asked in, {args.samples} held-out captions: {args.model}")
+    for column in ("asked", "colour", "shape", "place", "all"):
+        table.add_column(column, justify="left" if column == "asked" else "right")
+    for earlier in LATER_TURNS:
+        scores = in_a_later_turn(session, metas, earlier, world.image_size)
+        table.add_row(earlier, *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
     console.print(table)
 
     errors = words_read(decoder, ShapesWorld(session.processor, "train"), args.samples)
