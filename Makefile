@@ -24,15 +24,16 @@ CPU_TORCH := torch==2.13.0
 # relinked to candidate_n's LLM (3_generation_n; its editor did no better than 2n's, so it is not
 # shipped); a [GEN] denoiser trained on generation alone for longer (0p, 0q), relinked in its turn
 # (3_generation_q), trained on from that model (0r: its link stays) and relinked (3_generation_r),
-# then four times again (0s, 0t, 0u, 0v, each relinked); the detector fine-tuned at a 256² input over
-# candidate_n (3_detector_256, 256b: candidate_d); 3_generation_v's [GEN] grafted onto it: the shipped model.
+# then four times again (0s, 0t, 0u, 0v, each relinked), its link trained on requests in later turns too
+# (3_generation_w); the detector fine-tuned at a 256² input over candidate_n (3_detector_256, 256b, 256c,
+# 256d: candidate_d); 3_generation_w's [GEN] grafted onto it: the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
-SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_detector_256 3_detector_256b
+SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -67,9 +68,9 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage2n/model $(SHAPES_RUNS)/stage3n/model $(SHAPES_RUNS)/candidate_n \
 		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	for stage in $(SHAPES_STAGES_3); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_detector_256b/model $(SHAPES_RUNS)/candidate_d \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_detector_256d/model $(SHAPES_RUNS)/candidate_d \
 		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_v/model model/weights/shapes \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_w/model model/weights/shapes \
 		--decoder sd --half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
