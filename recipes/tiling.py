@@ -174,8 +174,7 @@ def merge_instances(instances: Sequence[Instance], tiles: Sequence[Tile], merge_
         groups.setdefault(root(k), []).append(instance)
     merged = []
     for members in groups.values():
-        geometry = shapely.simplify(shapely.union_all([m.geometry for m in members]), 0)  # drop seam vertices
-        merged.append(Merged(members[0].label, max(m.score for m in members), shapely.make_valid(geometry),
+        merged.append(Merged(members[0].label, max(m.score for m in members), _joined([m.geometry for m in members]),
                              sorted({m.tile for m in members})))
     return merge_duplicates(merged, dedupe)
 
@@ -199,9 +198,14 @@ def merge_duplicates(objects: Sequence[Merged], ios: float) -> list[Merged]:
             kept[k] = Merged(label, objects[k].score, shape, list(objects[k].tiles))
             continue
         ours = kept[host]
-        ours.geometry = shapely.make_valid(shapely.simplify(shapely.union(ours.geometry, shape), 0))
+        ours.geometry = _joined([ours.geometry, shape])
         ours.tiles = sorted({*ours.tiles, *objects[k].tiles})
     return sorted(kept.values(), key=lambda o: (o.label, -o.score))
+
+
+def _joined(geometries: Sequence[BaseGeometry]) -> BaseGeometry:
+    """The union, without the vertices left along seams, made valid."""
+    return shapely.make_valid(shapely.simplify(shapely.union_all(geometries), 0))
 
 
 def _ios(a: BaseGeometry, b: BaseGeometry) -> float:

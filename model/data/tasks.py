@@ -104,6 +104,13 @@ def _user(question: str, image: bool = True, extra: Sequence[Segment] = ()) -> M
     return Message("user", [*([ImageSlot(0), "\n"] if image else []), question, *extra])
 
 
+def _classes_turn(world: ShapesWorld, asked: Sequence[str], route: str, image: bool = True) -> list[Message]:
+    """The user asking for ``asked`` by ``route`` (``[DET]``: detect, ``[SEG]``: segment) and the
+    answer with one super-link group per class."""
+    question = templates.detect_question if route == T.DET else templates.segment_question
+    return [_user(question(asked), image=image), Message("assistant", templates.group_answer(world.processor, route, asked))]
+
+
 def _target(objects: Sequence[ShapeObject], labels: Sequence[int], size: int) -> DetectionTarget:
     if not objects:
         return DetectionTarget(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros((0, size, size), bool))
@@ -173,15 +180,13 @@ def _classes_task(task: str, route: str):
         scene = world.scene(seed, rng)
         asked = _asked_classes(scene, rng, world)
         labelled = [(o, asked.index(o.name)) for o in scene.objects if o.name in asked]
-        question = (templates.detect_question if task == "detect" else templates.segment_question)(asked)
-        answer = templates.group_answer(world.processor, route, asked)
         target = _target([o for o, _ in labelled], [i for _, i in labelled], world.image_size)
-        messages = [_user(question), Message("assistant", answer)]
+        messages = _classes_turn(world, asked, route)
         shapes_only = all(o.kind in SHAPES for o in scene.objects)
         if task == "detect" and shapes_only and rng.random() < 0.2:  # after a VQA turn on the same picture
             vqa_question, vqa_answer = _vqa(scene, rng)
             messages = [_user(vqa_question), Message("assistant", [vqa_answer]),
-                        Message("user", [question]), Message("assistant", answer)]
+                        *_classes_turn(world, asked, route, image=False)]
         return Sample(task, messages, [scene.image], targets={"gdino": target},
                       meta={"asked": asked, "objects": scene.objects})
 
@@ -255,9 +260,8 @@ def _interactive(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sam
         # marks' groups follow that turn's, and the target holds both turns' objects.
         asked = _asked_classes(scene, history, world)
         found = [o for o in scene.objects if o.name in asked]
-        messages = [_user(templates.detect_question(asked)), Message("assistant", templates.group_answer(
-            world.processor, T.DET, asked)), _user(templates.INTERACTIVE_QUESTION, image=False,
-            extra=templates.region_segments(names)), *messages[1:]]
+        messages = [*_classes_turn(world, asked, T.DET), _user(templates.INTERACTIVE_QUESTION, image=False,
+                    extra=templates.region_segments(names)), *messages[1:]]
         target = _target([*found, *picked], [asked.index(o.name) for o in found] +
                          [len(asked) + i for i in range(len(picked))], world.image_size)
     return Sample("interactive", messages, [scene.image], regions, {"gdino": target},
@@ -294,9 +298,7 @@ def _generate(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample
         # detections, and the link must learn to pass those by (a first-turn-only link draws noise).
         earlier = render_scene(int(history.integers(2**31)) * 2, size=world.image_size)  # even: a train seed
         asked = _asked_classes(earlier, history, world)
-        route, question = (T.DET, templates.detect_question) if history.random() < 0.5 else (T.SEG, templates.segment_question)
-        messages = [_user(question(asked)), Message("assistant", templates.group_answer(world.processor, route, asked)),
-                    *messages]
+        messages = [*_classes_turn(world, asked, T.DET if history.random() < 0.5 else T.SEG), *messages]
         images = [earlier.image]
     return Sample("generate", messages, images, targets={"sd": DiffusionTarget(scene.image, caption)},
                   meta={"caption": caption, "colour": obj.colour, "kind": obj.kind, "place": obj.place})
