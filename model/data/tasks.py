@@ -53,7 +53,8 @@ class ShapesWorld:
 
     processor: builds the answers' super-link groups (their query counts come from its config).
     tasks: task name → weight; a task with weight 0 never appears. domains: domain packs mixed
-    into detect / segment / ground scenes with probability ``domain_rate``. image_size: the side
+    into detect / segment / ground scenes with probability ``domain_rate``, equally often, or a
+    mapping pack → weight that draws some packs more often than others. image_size: the side
     of rendered scenes. generate_history_rate: share of training ``generate`` requests asked after
     an earlier detect or segment turn on another picture, as in a session (0: always first).
     """
@@ -61,7 +62,7 @@ class ShapesWorld:
     processor: Processor
     split: str = "train"
     tasks: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TASKS))
-    domains: Sequence[str] = ()
+    domains: Sequence[str] | Mapping[str, float] = ()
     domain_rate: float = 0.25
     image_size: int = 128
     generate_history_rate: float = 0.0
@@ -78,6 +79,7 @@ class ShapesWorld:
         names = [t for t, w in self.tasks.items() if w > 0]
         weights = np.array([self.tasks[t] for t in names], dtype=np.float64)
         self._names, self._weights = names, weights / weights.sum()
+        self._packs, self._pack_weights = _domain_weights(self.domains)
 
     def seed(self, index: int) -> int:
         return split_seed(index, self.split)
@@ -92,10 +94,13 @@ class ShapesWorld:
 
     # ------------------------------------------------------------------ scenes
     def scene(self, seed: int, rng: np.random.Generator, domain_ok: bool = True) -> Scene:
-        if domain_ok and self.domains and rng.random() < self.domain_rate:
+        if domain_ok and self._packs and rng.random() < self.domain_rate:
             from .domains import render_domain
 
-            return render_domain(self.domains[int(rng.integers(len(self.domains)))], seed, size=self.image_size)
+            # Equal weights keep the integer draw, so unweighted streams are the ones they always were.
+            pick = (rng.integers(len(self._packs)) if self._pack_weights is None
+                    else rng.choice(len(self._packs), p=self._pack_weights))
+            return render_domain(self._packs[int(pick)], seed, size=self.image_size)
         return render_scene(seed, size=self.image_size)
 
 
@@ -121,7 +126,7 @@ def _target(objects: Sequence[ShapeObject], labels: Sequence[int], size: int) ->
 def _asked_classes(scene: Scene, rng: np.random.Generator, world: ShapesWorld) -> list[str]:
     """The present classes plus a few absent ones (so that "not there" is learned), shuffled, ≤ 5."""
     present = list(dict.fromkeys(o.name for o in scene.objects))
-    packs = _domain_classes(world.domains)
+    packs = _domain_classes(world._packs)
     domain = next((d for d, classes in packs.items() if set(present) & set(classes)), None)
     vocabulary = packs[domain] if domain else [f"{c} {s}" for c in COLOURS for s in SHAPES]
     absent = [name for name in vocabulary if name not in present]
@@ -130,7 +135,26 @@ def _asked_classes(scene: Scene, rng: np.random.Generator, world: ShapesWorld) -
     return asked[:5] if len(asked) > 5 else asked
 
 
-def _domain_classes(domains: Sequence[str]) -> dict[str, list[str]]:
+def _domain_weights(domains: Sequence[str] | Mapping[str, float]) -> tuple[list[str], np.ndarray | None]:
+    """The packs drawn from and their probabilities (None: equally often); checked against DOMAINS."""
+    from .domains import DOMAINS
+
+    if isinstance(domains, Mapping):
+        packs = [name for name, weight in domains.items() if weight > 0]
+        if any(not isinstance(w, (int, float)) or w < 0 for w in domains.values()) or (domains and not packs):
+            raise ValueError(f"ShapesWorld domains: expected weights ≥ 0, some positive, got {dict(domains)}")
+    else:
+        packs = list(domains)
+    unknown = sorted(set(packs) - set(DOMAINS))
+    if unknown:
+        raise ValueError(f"ShapesWorld domains: unknown packs {unknown}; expected some of {sorted(DOMAINS)}")
+    if not isinstance(domains, Mapping) or not packs:
+        return packs, None
+    weights = np.array([domains[name] for name in packs], dtype=np.float64)
+    return packs, weights / weights.sum()
+
+
+def _domain_classes(domains: Sequence[str] | Mapping[str, float]) -> dict[str, list[str]]:
     if not domains:
         return {}
     from .domains import DOMAINS

@@ -65,7 +65,7 @@ class TrainConfig:
     output_dir: str = "runs/train"
     data: list[str] = field(default_factory=lambda: ["shapes"])
     tasks: dict[str, float] | None = None      # None: the stage's default mix
-    domains: list[str] = field(default_factory=list)
+    domains: list[str] | dict[str, float] = field(default_factory=list)  # packs, or pack → weight
     domain_rate: float = 0.25                  # ShapesWorld: share of detect / segment / ground scenes from domains
     generate_history_rate: float = 0.0         # ShapesWorld: share of generate requests asked after an earlier turn
     image_root: str | None = None              # COCO / LLaVA images, relative paths resolve here

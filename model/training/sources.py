@@ -28,10 +28,11 @@ class SampleSource(Protocol):
 class ShapesSource:
     """An endless ShapesWorld stream; each step draws a decoder group, then its tasks by weight."""
 
-    def __init__(self, processor: Processor, tasks: Mapping[str, float], domains: Sequence[str] = (),
+    def __init__(self, processor: Processor, tasks: Mapping[str, float], domains: Sequence[str] | Mapping[str, float] = (),
                  seed: int = 0, image_size: int = 128, domain_rate: float = 0.25,
                  generate_history_rate: float = 0.0) -> None:
-        self.world = ShapesWorld(processor, "train", dict(tasks), tuple(domains), domain_rate, image_size,
+        packs = dict(domains) if isinstance(domains, Mapping) else tuple(domains)
+        self.world = ShapesWorld(processor, "train", dict(tasks), packs, domain_rate, image_size,
                                  generate_history_rate)
         self.seed = seed
         weights: dict[str, float] = defaultdict(float)
@@ -71,7 +72,8 @@ class ListSource:
         return [group[int(i)] for i in rng.integers(0, len(group), batch_size)]
 
 
-def build_source(data: Sequence[str], processor: Processor, tasks: Mapping[str, float], domains: Sequence[str],
+def build_source(data: Sequence[str], processor: Processor, tasks: Mapping[str, float],
+                 domains: Sequence[str] | Mapping[str, float],
                  seed: int, image_root: str | None = None, domain_rate: float = 0.25,
                  generate_history_rate: float = 0.0) -> SampleSource:
     """``["shapes"]`` → ShapesWorld; otherwise COCO instance / keypoint JSON and LLaVA JSON files.

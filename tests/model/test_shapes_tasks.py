@@ -185,3 +185,31 @@ def test_checker_reads_rendered_pictures_and_refuses_blank_ones(side):
     obj = scene.objects[0]
     wrong = next(c for c in ("red", "blue") if c != obj.colour)
     assert not check_picture(scene.image, wrong, obj.kind, obj.place)["all"]
+
+
+def test_domain_weights_draw_some_packs_more_often(processor, monkeypatch):
+    """A mapping pack → weight skews which pack a domain scene comes from; weight 0 never appears."""
+    from visionllm2.model.data import domains as packs
+
+    drawn: list[str] = []
+    render = packs.render_domain
+    monkeypatch.setattr(packs, "render_domain", lambda name, *a, **k: drawn.append(name) or render(name, *a, **k))
+
+    def packs_drawn(domains) -> dict[str, int]:
+        drawn.clear()
+        world = ShapesWorld(processor, tasks={"detect": 1.0}, domains=domains, domain_rate=1.0)
+        for index in range(300):
+            world.scene(world.seed(index), np.random.default_rng(index))
+        return {name: drawn.count(name) for name in packs.DOMAINS}
+
+    even = packs_drawn(("industrial", "medical"))
+    skewed = packs_drawn({"industrial": 3.0, "medical": 1.0, "remote_sensing": 0.0})
+    assert even["remote_sensing"] == skewed["remote_sensing"] == 0
+    assert sum(even.values()) == sum(skewed.values()) == 300 and abs(even["industrial"] - 150) < 30
+    assert abs(skewed["industrial"] - 225) < 30
+    with pytest.raises(ValueError, match="unknown packs"):
+        ShapesWorld(processor, domains=("industrial", "lunar"))
+    with pytest.raises(ValueError, match="weights"):
+        ShapesWorld(processor, domains={"industrial": -1.0, "medical": 1.0})
+    with pytest.raises(ValueError, match="weights"):
+        ShapesWorld(processor, domains={"industrial": 0.0})

@@ -145,6 +145,19 @@ def test_the_domain_rate_sets_how_often_a_training_scene_comes_from_a_domain_pac
     assert 0.1 < domain_share(0.25) < 0.45
 
 
+def test_a_config_can_weight_the_domain_packs_and_round_trips_through_json(tmp_path):
+    from visionllm2.model.training.sources import build_source
+
+    config = TrainConfig(domains={"industrial": 3.0, "medical": 1.0}, domain_rate=0.6)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    loaded = TrainConfig.load(path)
+    assert loaded.domains == {"industrial": 3.0, "medical": 1.0} and loaded == config
+    processor = Processor(VisionLLMv2Config.preset("tiny"), Tokenizer.builtin())
+    source = build_source(["shapes"], processor, {"detect": 1.0}, loaded.domains, 0, domain_rate=loaded.domain_rate)
+    assert source.world.domains == {"industrial": 3.0, "medical": 1.0}
+
+
 def generation_model() -> VisionLLMv2:
     from visionllm2.model.config import GenerationConfig
     from visionllm2.model.decoders import build_decoders
