@@ -132,6 +132,7 @@ class DetectionConfig:
     # post-processing
     max_detections: int = 100
     score_threshold: float = 0.3
+    mask_threshold: float = 0.0          # mask logit above which a pixel belongs to the object (SAM's)
 
     @classmethod
     def tiny(cls) -> DetectionConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -45,15 +46,17 @@ def boxes_to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
                         xyxy[..., 2].clamp(0, w), xyxy[..., 3].clamp(0, h)], -1)
 
 
-def _masks_to_image(logits: torch.Tensor, resized: tuple[int, int], padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Mask logits ``(K, H/4, W/4)`` of the padded input → bool ``(K, h, w)`` of the original image."""
+def _masks_to_image(logits: torch.Tensor, resized: tuple[int, int], padded: tuple[int, int], size: tuple[int, int],
+                    threshold: float = 0.0) -> torch.Tensor:
+    """Mask logits ``(K, H/4, W/4)`` of the padded input → bool ``(K, h, w)`` of the original image, true
+    where the upsampled logit is above ``threshold``."""
     if len(logits) == 0:
         return torch.zeros(0, size[1], size[0], dtype=torch.bool)
     rh, rw = resized
     ph, pw = padded
     h4, w4 = logits.shape[-2:]
     valid = logits[:, : max(1, round(h4 * rh / ph)), : max(1, round(w4 * rw / pw))]
-    return F.interpolate(valid[:, None].float(), size=(size[1], size[0]), mode="bilinear", align_corners=False)[:, 0] > 0
+    return F.interpolate(valid[:, None].float(), size=(size[1], size[0]), mode="bilinear", align_corners=False)[:, 0] > threshold
 
 
 def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows: list[int],
@@ -74,8 +77,9 @@ def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows
         masks = best_masks = None
         if raw.masks is not None:
             layer = raw.masks[-1, i].float()
-            masks = _masks_to_image(layer[queries], inputs.resized[i], padded, inputs.original[i])
-            best_masks = _masks_to_image(layer[best_queries], inputs.resized[i], padded, inputs.original[i])
+            to_image = partial(_masks_to_image, resized=inputs.resized[i], padded=padded, size=inputs.original[i],
+                               threshold=config.mask_threshold)
+            masks, best_masks = to_image(layer[queries]), to_image(layer[best_queries])
         out.append(DetectionPrediction(
             sample=row, labels=[link.labels[m] for m in members], routes=[link.routes[m] for m in members],
             image_size=inputs.original[i], boxes=boxes[queries], scores=scores, groups=group_of, masks=masks,

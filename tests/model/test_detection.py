@@ -66,6 +66,19 @@ def test_predictions_are_in_original_pixels_and_explicitly_empty(decoder):
     assert len(empty.boxes) == 0 and empty.masks.shape == (0, 100, 150) and empty.labels == ["class0", "class1"]
 
 
+def test_a_lower_mask_threshold_grows_every_mask_and_a_higher_one_shrinks_it(decoder):
+    link, image = link_states([2]), [np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)]
+    decoder.config.score_threshold = 0.0
+    areas = {}
+    for threshold in (-1.0, 0.0, 1.0):
+        decoder.config.mask_threshold = threshold
+        torch.manual_seed(0)
+        areas[threshold] = decoder(link, image).predictions[0].masks.sum((1, 2))
+    decoder.config.mask_threshold = 0.0
+    assert bool((areas[-1.0] >= areas[0.0]).all() and (areas[0.0] >= areas[1.0]).all())
+    assert areas[-1.0].sum() > areas[1.0].sum()
+
+
 def test_too_many_groups_is_a_typed_error_that_says_how_to_split(decoder):
     with pytest.raises(TooManyGroupsError, match="split the request into chunks of 256"):
         decoder.class_embeddings(link_states([257]))
