@@ -139,19 +139,21 @@ def _domain_weights(domains: Sequence[str] | Mapping[str, float]) -> tuple[list[
     """The packs drawn from and their probabilities (None: equally often); checked against DOMAINS."""
     from .domains import DOMAINS
 
-    if isinstance(domains, Mapping):
-        packs = [name for name, weight in domains.items() if weight > 0]
-        if any(not isinstance(w, (int, float)) or w < 0 for w in domains.values()) or (domains and not packs):
-            raise ValueError(f"ShapesWorld domains: expected weights ≥ 0, some positive, got {dict(domains)}")
-    else:
-        packs = list(domains)
-    unknown = sorted(set(packs) - set(DOMAINS))
+    if isinstance(domains, str):
+        raise TypeError(f"ShapesWorld domains: expected a list of packs or a mapping pack → weight, got {domains!r}")
+    weighted = isinstance(domains, Mapping)
+    if weighted and not all(isinstance(w, (int, float)) and w >= 0 for w in domains.values()):
+        raise ValueError(f"ShapesWorld domains: expected weights ≥ 0, got {dict(domains)}")
+    unknown = sorted(set(domains) - set(DOMAINS))
     if unknown:
         raise ValueError(f"ShapesWorld domains: unknown packs {unknown}; expected some of {sorted(DOMAINS)}")
-    if not isinstance(domains, Mapping) or not packs:
-        return packs, None
+    if not weighted:
+        return list(domains), None
+    packs = [name for name, weight in domains.items() if weight > 0]
+    if domains and not packs:
+        raise ValueError(f"ShapesWorld domains: expected some weight above 0, got {dict(domains)}")
     weights = np.array([domains[name] for name in packs], dtype=np.float64)
-    return packs, weights / weights.sum()
+    return packs, (weights / weights.sum() if packs else None)
 
 
 def _domain_classes(domains: Sequence[str] | Mapping[str, float]) -> dict[str, list[str]]:

@@ -211,5 +211,7 @@ def test_domain_weights_draw_some_packs_more_often(processor, monkeypatch):
         ShapesWorld(processor, domains=("industrial", "lunar"))
     with pytest.raises(ValueError, match="weights"):
         ShapesWorld(processor, domains={"industrial": -1.0, "medical": 1.0})
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(ValueError, match="above 0"):
         ShapesWorld(processor, domains={"industrial": 0.0})
+    with pytest.raises(TypeError, match="a list of packs"):
+        ShapesWorld(processor, domains="industrial")
