@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-import supervision as sv
 from PIL import Image
 
 from visionllm2.model.data.checker import check_picture
@@ -41,6 +40,7 @@ from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
 from visionllm2.sdk import Mask, Masks, Session
+from visionllm2.sdk.results._interop import supervision
 
 FOLDS = 5  # disjoint folds whose AP spread gives an AP's standard error
 MIN_FOLDED = 2 * FOLDS  # fewer samples: no AP error (a fold of one picture tells nothing)
@@ -93,14 +93,14 @@ def fold_stderr(fold_values: Sequence[float]) -> float | None:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two xyxy boxes (supervision's)."""
-    return float(sv.box_iou_batch(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0, 0])
+    return float(supervision().box_iou_batch(np.asarray(a, np.float64)[None], np.asarray(b, np.float64)[None])[0, 0])
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two bool ``(H, W)`` masks (supervision's); 0 when both are empty."""
     if not (a.any() or b.any()):
         return 0.0
-    return float(sv.mask_iou_batch(np.asarray(a, bool)[None], np.asarray(b, bool)[None])[0, 0])
+    return float(supervision().mask_iou_batch(np.asarray(a, bool)[None], np.asarray(b, bool)[None])[0, 0])
 
 
 def normalise_answer(text: str) -> str:
