@@ -238,6 +238,9 @@ class Session:
               answer: list[Segment] | None, generation: dict[str, Any], interactive: bool = False,
               needs: Sequence[str] = (), labels: list[str] | None = None) -> Turn:
         with self._lock:
+            unknown = sorted(set(generation) - set(_OPTIONS))
+            if unknown:  # a misspelt option would otherwise be dropped without a word
+                raise InvalidInputError(f"options: unknown {unknown}; expected some of {sorted(_OPTIONS)}")
             missing = [r for r in needs if r not in self.model.decoder_of_route]
             if missing:
                 raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")
@@ -450,6 +453,8 @@ class Session:
 
 _SESSION_OPTIONS = ("pose_objects", "keypoint_names")
 _DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
+_LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor")
+_OPTIONS = (*_LLM_OPTIONS, *_DIFFUSION_OPTIONS, *_SESSION_OPTIONS)
 
 
 def _diffusion_options(options: dict[str, Any]) -> dict[str, Any]:

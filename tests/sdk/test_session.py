@@ -17,6 +17,7 @@ from visionllm2.sdk import (
     CapabilityError,
     GenerationLimitError,
     InvalidImageError,
+    InvalidInputError,
     InvalidPromptError,
     Masks,
     Point,
@@ -108,6 +109,10 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
         session.generate("a red circle")  # the tiny preset has no diffusion decoder
     with pytest.raises(GenerationLimitError, match="positions"):
         session.ask("describe it", max_new_tokens=5000)
+    with pytest.raises(InvalidInputError, match=r"unknown \['temprature'\]; expected .*'temperature'"):
+        session.ask("describe it", temprature=0.2)
+    with pytest.raises(InvalidInputError, match=r"unknown \['stepz'\]; expected .*'num_inference_steps'"):
+        session.generate("a red circle", stepz=3)
     assert state(session) == before
 
 
