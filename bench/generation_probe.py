@@ -10,11 +10,15 @@ Two tables on held-out ShapesWorld generation samples, judged by the classical c
    a conversation, after a detect turn on another picture, and after detect → segment(prompts=boxes),
    as a session (and ``make demo``) asks them. A link trained on first turns only draws noise there;
    ``generate_history_rate`` trains it on later ones.
-3. **Which caption words the denoiser reads**: its prediction error (ε or v) at a few noise levels with the
+3. **What the ``[GEN]`` slots carry**: a ridge readout of the caption's colour, shape and place from
+   the slot states the LLM hands the link, fitted on 70 % of the captions and scored on the rest, for
+   first-turn requests and for requests after a detect turn. A word the readout cannot find in a later
+   turn is one the LLM lost there, which no link training brings back.
+4. **Which caption words the denoiser reads**: its prediction error (ε or v) at a few noise levels with the
    true caption, with one word swapped for another of its kind (colour, shape, place), and with the
    empty caption. A word whose swap leaves the error unchanged is a word the pictures ignore.
 
-Run: ``python bench/generation_probe.py [--model shapes] [--samples 30] [--skip-samplers]``. On ``shapes`` the
+Run: ``python bench/generation_probe.py [--model shapes] [--samples 30] [--slot-samples 150] [--skip-samplers]``. On ``shapes`` the
 denoiser reads the colour and the place (from 0q on) but hardly the shape, which caps what any link
 can reach.
 """
@@ -22,6 +26,8 @@ can reach.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,6 +35,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from visionllm2.model import tokens as T
 from visionllm2.model.data.shapes import COLOURS, SHAPES, render_scene
 from visionllm2.model.data.tasks import ShapesWorld, caption_of
 from visionllm2.model.decoders.diffusion_parts import build_scheduler, to_pixels
@@ -64,19 +71,66 @@ def through_the_link(session: Session, metas, sampler: str, steps: int) -> dict[
 LATER_TURNS = ("first turn", "after a detect turn", "after detect → segment")
 
 
+def ask_earlier_turn(session: Session, earlier: str, index: int, side: int = 128) -> None:
+    """A fresh conversation, then the ``earlier`` turns (one of :data:`LATER_TURNS`) on a held-out
+    ``side``² scene of the ``index``-th caption's own."""
+    session.reset()
+    if earlier != LATER_TURNS[0]:
+        scene = render_scene(2 * (50_000 + index) + 1, size=side)  # odd seeds: held out
+        found = session.detect(sorted({o.kind for o in scene.objects}) or ["circle"], image=scene.image).boxes
+        if earlier == LATER_TURNS[2] and found is not None and len(found):
+            session.segment(prompts=list(found)[:2])
+
+
 def in_a_later_turn(session: Session, metas, earlier: str, side: int = 128) -> dict[str, float]:
-    """Checker scores with each caption asked after ``earlier`` (one of :data:`LATER_TURNS`) on a
-    held-out ``side``² scene of its own; the model's sampler and guidance."""
+    """Checker scores with each caption asked after ``earlier``; the model's sampler and guidance."""
     pictures = []
     for index, meta in enumerate(metas):
-        session.reset()
-        if earlier != LATER_TURNS[0]:
-            scene = render_scene(2 * (50_000 + index) + 1, size=side)  # odd seeds: held out
-            found = session.detect(sorted({o.kind for o in scene.objects}) or ["circle"], image=scene.image).boxes
-            if earlier == LATER_TURNS[2] and found is not None and len(found):
-                session.segment(prompts=list(found)[:2])
+        ask_earlier_turn(session, earlier, index, side)
         pictures.append(session.generate(meta["caption"], seed=index).images.images[0])
     return checker_scores(pictures, metas)
+
+
+@contextmanager
+def recorded_slots(session: Session):
+    """Collects the ``[GEN]`` groups' slot states ``(n, H)`` that each turn hands the link."""
+    states: list[torch.Tensor] = []
+    gather = session.model.gather_link
+
+    def recording(*args, **kwargs):
+        link = gather(*args, **kwargs)
+        states.extend(s.float() for v in link.values() for s, route in zip(v.states, v.routes) if route == T.GEN)
+        return link
+
+    session.model.gather_link = recording
+    try:
+        yield states
+    finally:
+        del session.model.gather_link  # the class's method again
+
+
+def slot_states(session: Session, metas, earlier: str, side: int = 128) -> np.ndarray:
+    """``(N, n·H)`` the flattened slot states of each caption asked after ``earlier``."""
+    with recorded_slots(session) as states, torch.no_grad():
+        for index, meta in enumerate(metas):
+            ask_earlier_turn(session, earlier, index, side)
+            session.generate(meta["caption"], seed=index, num_inference_steps=1)  # the picture is not looked at
+    return torch.stack(states).flatten(1).numpy()
+
+
+def readout_accuracy(train: np.ndarray, train_labels: Sequence[str], test: np.ndarray,
+                     test_labels: Sequence[str], ridge: float = 1.0) -> float:
+    """Accuracy on ``test`` of a one-vs-all ridge classifier fitted on ``train`` (features standardised
+    by the training set's statistics)."""
+    classes = sorted(set(train_labels) | set(test_labels))
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    def design(x: np.ndarray) -> np.ndarray:
+        return np.c_[(x - mean) / std, np.ones(len(x))]
+    x = design(train)
+    onehot = np.eye(len(classes))[[classes.index(label) for label in train_labels]]
+    weights = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ onehot)
+    predicted = (design(test) @ weights).argmax(1)
+    return float(np.mean([classes[p] == label for p, label in zip(predicted, test_labels)]))
 
 
 def swapped(meta: dict, word: str, rng: np.random.Generator) -> str:
@@ -119,7 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--skip-samplers", action="store_true", help="only the later-turn and word tables")
+    parser.add_argument("--slot-samples", type=int, default=150, help="captions for the slot readout (0: skip it)")
+    parser.add_argument("--skip-samplers", action="store_true", help="only the later-turn, slot and word tables")
     args = parser.parse_args()
     console = Console()
     session = Session.from_pretrained(args.model)
@@ -145,6 +200,22 @@ def main() -> None:
         scores = in_a_later_turn(session, metas, earlier, world.image_size)
         table.add_row(earlier, *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
     console.print(table)
+
+    if args.slot_samples:
+        slot_metas = [world.sample(index, "generate").meta for index in range(args.slot_samples)]
+        cut = int(0.7 * len(slot_metas))
+        first, later = (slot_states(session, slot_metas, earlier, world.image_size) for earlier in LATER_TURNS[:2])
+        table = Table(title=f"Caption words read back from the [GEN] slot states (ridge readout, {cut} fitted, "
+                            f"{len(slot_metas) - cut} scored): {args.model}")
+        for column in ("slots of", "readout fitted on", "colour", "shape", "place"):
+            table.add_column(column, justify="left" if column in ("slots of", "readout fitted on") else "right")
+        for scored, fitted, name, fit_name in ((first, first, LATER_TURNS[0], LATER_TURNS[0]),
+                                               (later, later, LATER_TURNS[1], LATER_TURNS[1]),
+                                               (later, first, LATER_TURNS[1], LATER_TURNS[0])):
+            row = [readout_accuracy(fitted[:cut], [m[k] for m in slot_metas[:cut]], scored[cut:],
+                                    [m[k] for m in slot_metas[cut:]]) for k in ("colour", "kind", "place")]
+            table.add_row(name, fit_name, *(f"{v:.2f}" for v in row))
+        console.print(table)
 
     errors = words_read(decoder, ShapesWorld(session.processor, "train"), args.samples)
     names = list(next(iter(errors.values())))
