@@ -431,14 +431,16 @@ class Session:
         return self._turn(question, image, (), (), answer, options, needs=[T.POSE], labels=classes)
 
     def generate(self, caption: str, **options: Any) -> Turn:
-        """An image from a caption (``[GEN]``)."""
+        """An image from a caption (``[GEN]``). Options: ``seed``, ``num_inference_steps``,
+        ``guidance_scale``, ``height``, ``width``, ``scheduler`` (a diffusers scheduler's class name)."""
         caption = _names([caption], "caption")[0]
         answer = templates.single_answer(self.processor, T.GEN)
         return self._turn(templates.generate_question(caption), None, (), (), answer, options, needs=[T.GEN],
                           labels=[caption])
 
     def edit(self, caption: str, image: ImageLike | str | None = None, **options: Any) -> Turn:
-        """The current image edited by an instruction (``[EDIT]``)."""
+        """The current image edited by an instruction (``[EDIT]``). Options: as :meth:`generate`, and
+        ``image_guidance_scale``."""
         caption = _names([caption], "caption")[0]
         if image is None and self.current_image is None:
             raise InvalidPromptError("edit: expected an image to edit: pass image= or call set_image first")
