@@ -17,3 +17,12 @@ def flush_denormals():
     torch.set_flush_denormal(True)
     yield
     torch.set_flush_denormal(False)
+
+
+
+@pytest.fixture(scope="session")
+def official(tmp_path_factory) -> Path:
+    """A folder holding the official 7B manifests as plain JSON (see official_manifests)."""
+    from official_manifests import official_folder
+
+    return official_folder(tmp_path_factory.mktemp("official"))

@@ -1,14 +1,11 @@
-from pathlib import Path
 
 import pytest
+from official_manifests import MANIFESTS
 from typer.testing import CliRunner
 
 from visionllm2.model.convert import CORE_PREFIXES, check_manifest, load_manifest, map_official_key
 from visionllm2.model.errors import CheckpointError
 from visionllm2.recipes.cli import app
-
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "official"
-MANIFESTS = ["visionllmv2_7b_state_dict_manifest.json", "visionllmv2_7b_state_dict_manifest.safetensors_dedup.json"]
 
 
 def test_rename_rules():
@@ -17,22 +14,20 @@ def test_rename_rules():
     assert map_official_key("gdino.model.backbone.x.relative_position_index") == []
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
 @pytest.mark.parametrize("manifest", MANIFESTS)
-def test_core_prefixes_map_completely(manifest):
-    report = check_manifest(load_manifest(OFFICIAL / manifest), CORE_PREFIXES)
+def test_core_prefixes_map_completely(official, manifest):
+    report = check_manifest(load_manifest(official / manifest), CORE_PREFIXES)
     assert report.ok and report.official == report.mapped == 702
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
-def test_cli_check_exit_codes():
+def test_cli_check_exit_codes(official):
     runner = CliRunner()
-    ok = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0])])
+    ok = runner.invoke(app, ["convert", "--check", str(official / MANIFESTS[0])])
     assert ok.exit_code == 0, ok.output
     for prefix in ("gdino", "unipose", "sd,ip2p"):
-        every = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", prefix])
+        every = runner.invoke(app, ["convert", "--check", str(official / MANIFESTS[0]), "--prefix", prefix])
         assert every.exit_code == 0, every.output
-    nothing = runner.invoke(app, ["convert", "--check", str(OFFICIAL / MANIFESTS[0]), "--prefix", "no_such_part"])
+    nothing = runner.invoke(app, ["convert", "--check", str(official / MANIFESTS[0]), "--prefix", "no_such_part"])
     assert nothing.exit_code == 1  # no key selected is a failure, not a vacuous pass
 
 
@@ -48,3 +43,14 @@ def test_check_against_a_synthetic_manifest_reports_each_problem(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="key: \\[shape, dtype\\]"):
         load_manifest(tmp_path / "bad.json")
+
+
+def test_the_kept_manifest_copies_equal_the_originals_beside_the_checkout():
+    import gzip
+
+    from official_manifests import BESIDE, COPIES
+
+    if not BESIDE.is_dir():
+        pytest.skip("no ../shared/official beside this checkout to compare the copies with")
+    for name in MANIFESTS:
+        assert gzip.decompress((COPIES / f"{name}.gz").read_bytes()) == (BESIDE / name).read_bytes(), name

@@ -19,8 +19,6 @@ from visionllm2.model.official import official_key, to_official_state_dict
 from visionllm2.model.visionllm import VisionLLMv2
 from visionllm2.recipes.cli import app
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "official"
-
 
 def write_official_layout(model: VisionLLMv2, directory: Path, extra: dict | None = None, drop: str | None = None) -> None:
     """Weights under official names, as two weights-only pickles and their index (like the release)."""
@@ -79,11 +77,10 @@ def test_converter_refuses_unknown_and_missing_keys_and_wrong_tokenizers(tmp_pat
         convert_checkpoint(tmp_path, tmp_path / "out", config=tiny_config, tokenizer="builtin:words")
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
 @pytest.mark.parametrize("manifest", ["visionllmv2_7b_state_dict_manifest.json",
                                       "visionllmv2_7b_state_dict_manifest.safetensors_dedup.json"])
-def test_export_names_invert_the_rename_table_on_every_official_key(manifest):
-    for key in json.loads((OFFICIAL / manifest).read_text()):
+def test_export_names_invert_the_rename_table_on_every_official_key(official, manifest):
+    for key in json.loads((official / manifest).read_text()):
         ours = map_official_key(key)
         for part, name in enumerate(ours):
             assert official_key(name) == (key, part if len(ours) > 1 else None), key

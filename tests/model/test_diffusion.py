@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,7 +33,6 @@ from visionllm2.model.errors import CheckpointError, InvalidInputError, UnknownT
 from visionllm2.model.processor import ImageSlot, Message
 from visionllm2.model.visionllm import VisionLLMv2
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "official"
 WIDTH = 64  # the tiny preset's LLM width
 
 
@@ -439,11 +437,10 @@ def test_text_encoder_rename_rule():
     assert map_official_key("ip2p.llm2sd_mapper_queries") == ["ip2p.llm2sd_mapper_queries"]
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
-def test_convert_check_maps_every_sd_and_ip2p_key():
+def test_convert_check_maps_every_sd_and_ip2p_key(official):
     from visionllm2.recipes.cli import app
 
-    result = CliRunner().invoke(app, ["convert", "--check", str(OFFICIAL / "visionllmv2_7b_state_dict_manifest.json"),
+    result = CliRunner().invoke(app, ["convert", "--check", str(official / "visionllmv2_7b_state_dict_manifest.json"),
                                       "--prefix", "sd,ip2p"])
     assert result.exit_code == 0, result.output
     row = [line for line in result.output.splitlines() if "2338" in line]

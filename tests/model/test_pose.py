@@ -3,11 +3,10 @@ gradients, OKS and matching on hand-made cases, the evaluator, overfitting stick
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from official_manifests import MANIFESTS
 from pose_fixture import KEYPOINTS, stick_scene
 
 from visionllm2.model import tokens as T
@@ -21,9 +20,6 @@ from visionllm2.model.decoders.pose_loss import PoseTarget, keypoint_sigmas, mat
 from visionllm2.model.errors import InvalidInputError, TooManyGroupsError
 from visionllm2.model.processor import ImageSlot, Message, Processor
 from visionllm2.model.visionllm import VisionLLMv2
-
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "official"
-MANIFESTS = ["visionllmv2_7b_state_dict_manifest.json", "visionllmv2_7b_state_dict_manifest.safetensors_dedup.json"]
 
 
 def pose_link(groups: list[tuple[int, int]], width: int = 64) -> LinkStates:
@@ -230,9 +226,8 @@ def test_unipose_rename_rules():
     assert map_official_key("unipose.transformer.tgt_embed.weight") == ["unipose.transformer.tgt_embed.weight"]
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official manifests live beside the checkout (../shared)")
 @pytest.mark.parametrize("manifest", MANIFESTS)
-def test_unipose_keys_map_completely(manifest):
-    report = check_manifest(load_manifest(OFFICIAL / manifest), ("unipose",))
+def test_unipose_keys_map_completely(official, manifest):
+    report = check_manifest(load_manifest(official / manifest), ("unipose",))
     assert report.ok, (report.missing[:5], report.unexpected[:5], report.mismatched[:5])
     assert report.official == report.mapped + report.dropped and report.dropped == 12
