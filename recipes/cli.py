@@ -166,16 +166,23 @@ def demo(
 _ALL_TASKS = "detect,segment,ground,interactive,pose,chat,generate,edit"
 
 
-def _parse_weights(text: str) -> dict[str, float]:
-    """``"detect=1.5,chat=1"`` → ``{"detect": 1.5, "chat": 1.0}``."""
+def _parse_weights(text: str, option: str = "--tasks") -> dict[str, float]:
+    """``"detect=1.5,chat=1"`` → ``{"detect": 1.5, "chat": 1.0}`` (a bare name weighs 1)."""
     weights = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
         try:
             weights[name.strip()] = float(value) if value else 1.0
         except ValueError as error:
-            raise typer.BadParameter(f"--tasks: expected name=weight pairs, got {item!r}") from error
+            raise typer.BadParameter(f"{option}: expected name=weight pairs, got {item!r}") from error
     return weights
+
+
+def _parse_domains(text: str) -> list[str] | dict[str, float]:
+    """``"industrial,medical"`` → drawn equally; ``"industrial=3,medical=2"`` → weighted."""
+    if "=" in text:
+        return _parse_weights(text, "--domains")
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @app.command()
@@ -191,7 +198,8 @@ def train(
     out: Annotated[str | None, typer.Option(help="Output directory: checkpoints, log.jsonl, model/.")] = None,
     data: Annotated[list[str] | None, typer.Option(help="'shapes', or COCO / LLaVA JSON files (repeat the option).")] = None,
     tasks: Annotated[str | None, typer.Option(help="Task weights, e.g. 'detect=1.5,ground=1,chat=1'.")] = None,
-    domains: Annotated[str | None, typer.Option(help="ShapesWorld domain packs to mix in, comma-separated.")] = None,
+    domains: Annotated[str | None, typer.Option(
+        help="ShapesWorld domain packs to mix in, comma-separated; 'industrial=3,medical=1' weights them.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per step (per process).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of the decoders (the rest: × backbone scale).")] = None,
@@ -208,7 +216,7 @@ def train(
     overrides = {"stage": stage, "preset": preset, "init": init, "attach": attach, "attach_decoders": attach_decoder,
                  "output_dir": out, "data": data,
                  "tasks": _parse_weights(tasks) if tasks else None,
-                 "domains": [d.strip() for d in domains.split(",")] if domains else None, "steps": steps,
+                 "domains": _parse_domains(domains) if domains else None, "steps": steps,
                  "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads}
     values.update({k: v for k, v in overrides.items() if v is not None})
     from visionllm2.sdk import VisionLLMError

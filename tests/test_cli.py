@@ -76,6 +76,18 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "config.json" in result.output  # a typed message, not a traceback
     result = runner.invoke(app, ["train", "--preset", "tiny", "--attach-decoder", "gdino", "--out", str(tmp_path / "w")])
     assert result.exit_code == 2 and "attach_decoders" in result.output and "attach is" in result.output
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=x", "--out", str(tmp_path / "v")])
+    assert result.exit_code == 2 and "--domains: expected name=weight pairs" in result.output
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=3,lunar=1", "--out", str(tmp_path / "u")])
+    assert result.exit_code == 2 and "unknown packs ['lunar']" in result.output
+
+
+def test_train_domains_option_takes_packs_or_weighted_packs():
+    from visionllm2.recipes.cli import _parse_domains
+
+    assert _parse_domains("industrial, medical") == ["industrial", "medical"]
+    assert _parse_domains("industrial=3,medical=2,remote_sensing") == {"industrial": 3.0, "medical": 2.0,
+                                                                       "remote_sensing": 1.0}
 
 
 def test_data_export_writes_coco_that_trains(tmp_path):
