@@ -19,7 +19,6 @@ def flush_denormals():
     torch.set_flush_denormal(False)
 
 
-
 @pytest.fixture(scope="session")
 def official(tmp_path_factory) -> Path:
     """A folder holding the official 7B manifests as plain JSON (see official_manifests)."""

@@ -1,4 +1,3 @@
-
 import pytest
 from official_manifests import MANIFESTS
 from typer.testing import CliRunner

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from official_manifests import MANIFESTS
 from typer.testing import CliRunner
 
 from visionllm2.model.batch import collate
@@ -77,8 +78,7 @@ def test_converter_refuses_unknown_and_missing_keys_and_wrong_tokenizers(tmp_pat
         convert_checkpoint(tmp_path, tmp_path / "out", config=tiny_config, tokenizer="builtin:words")
 
 
-@pytest.mark.parametrize("manifest", ["visionllmv2_7b_state_dict_manifest.json",
-                                      "visionllmv2_7b_state_dict_manifest.safetensors_dedup.json"])
+@pytest.mark.parametrize("manifest", MANIFESTS)
 def test_export_names_invert_the_rename_table_on_every_official_key(official, manifest):
     for key in json.loads((official / manifest).read_text()):
         ours = map_official_key(key)
