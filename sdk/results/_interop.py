@@ -6,6 +6,7 @@ supervision is imported lazily: it pulls in scipy and takes close to a second, a
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from types import ModuleType
@@ -17,8 +18,10 @@ from PIL import Image
 from visionllm2.model.errors import InvalidImageError, InvalidInputError, describe
 
 
+@functools.cache
 def supervision() -> ModuleType:
-    """Import supervision on first use.
+    """Import supervision on first use (cached: IoU helpers call this per pair, and changing the
+    warning filters on every call is neither free nor thread-safe).
 
     Without OpenCV installed supervision warns once that it uses its NumPy fallback; this
     package does not depend on OpenCV on purpose, so that warning is noise to our users.
