@@ -289,3 +289,15 @@ def test_from_pretrained_directory_with_an_accelerate_device_map(tmp_path, photo
     assert plain.model.dtype == torch.float32
     np.testing.assert_array_equal(plain.ground("person", image=photo).boxes.xyxy,
                                   mapped.ground("person", image=photo).boxes.xyxy)
+
+
+def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
+    """The option check keeps its own list of the LLM's decoding options; it must not drift from
+    generate()'s keywords (``seed`` becomes its ``generator``)."""
+    import inspect
+
+    from visionllm2.model.generation import generate
+    from visionllm2.sdk.session import _LLM_OPTIONS
+
+    internal = {"model", "batch", "image_features", "cache", "cached_tokens", "generator"}
+    assert set(_LLM_OPTIONS) == set(inspect.signature(generate).parameters) - internal | {"seed"}
