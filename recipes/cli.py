@@ -319,6 +319,7 @@ def evaluate_command(
     count: Annotated[int, typer.Option(help="Held-out samples per task.")] = 50,
     domains: Annotated[str, typer.Option(help="Domain packs mixed into the scenes, comma-separated.")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    details: Annotated[bool, typer.Option(help="Print every metric of each task, not only its headline.")] = False,
 ) -> None:
     """Score a model on held-out ShapesWorld through the Session and print one table."""
     from visionllm2.recipes.evaluate import HEADLINE, evaluate
@@ -335,13 +336,18 @@ def evaluate_command(
         raise typer.Exit(2) from error
     table = Table(title=f"held-out ShapesWorld: {model}")
     for column in ("task", "metric", "value", "± 95 %", "target", "samples", "seconds"):
-        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right",
+                         no_wrap=column in ("task", "metric"))  # names stay whole (greppable) in a narrow terminal
     for task, metrics in result.metrics.items():
         name, target = HEADLINE[task]
         value, error = metrics[name], result.stderr(task)
         colour = "green" if value >= target else "yellow"
         table.add_row(task, name, f"[{colour}]{value:.3f}[/{colour}]", "–" if error is None else f"{1.96 * error:.3f}",
                       f"{target:.2f}", str(result.counts[task]), f"{result.seconds[task]:.1f}")
+        if details:  # the headline's parts: AP at other IoUs, VQA per kind of question, checker per word…
+            for other, other_value in metrics.items():
+                if other != name and not other.endswith("_stderr"):
+                    table.add_row("", f"[dim]{other}[/dim]", f"[dim]{other_value:.3f}[/dim]", "", "", "", "")
     for task, reason in result.skipped.items():
         table.add_row(task, "-", "skipped", "", "", "", reason)
     console.print(table)

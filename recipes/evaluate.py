@@ -9,7 +9,7 @@ product, not a training shortcut:
 - grounding: accuracy of the returned box at IoU ≥ 0.5;
 - interactive segmentation: mean mask IoU of the answer to each visual prompt;
 - pose: COCO keypoint AP (OKS) per figure kind;
-- VQA: exact match of the normalised answer;
+- VQA: exact match of the normalised answer, overall and per kind of question (``count_exact_match``…);
 - generation / editing: a classical checker of the asked colour, shape and place (an edit is judged
   on the object it names, found near that object's place in the truth).
 
@@ -180,14 +180,16 @@ def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
 
 
 def _chat(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
-    hits = []
+    hits, by_form = [], defaultdict(list)
     for sample in samples:
         session.reset()
         turns = [m for m in sample.messages if m.role == "user"]
         question = next(s for s in turns[-1].segments if isinstance(s, str) and s.strip())
         answer = session.ask(question, image=sample.images[0], max_new_tokens=8).text
         hits.append(normalise_answer(answer) == normalise_answer(sample.meta["answer"]))
-    return mean_with_stderr("exact_match", hits)
+        by_form[sample.meta.get("form", "other")].append(hits[-1])
+    per_form = {f"{form}_exact_match": float(np.mean(values)) for form, values in sorted(by_form.items())}
+    return {**mean_with_stderr("exact_match", hits), **per_form}
 
 
 def checker_scores(pictures: Sequence[Image.Image], metas: Sequence[dict]) -> dict[str, float]:

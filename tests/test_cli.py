@@ -53,11 +53,14 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     assert (out / "model" / "config.json").is_file() and len((out / "log.jsonl").read_text().splitlines()) >= 1
     metrics = tmp_path / "metrics.json"
     result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--tasks", "detect,ground,chat,generate",
-                                 "--count", "2", "--json", str(metrics)])
+                                 "--count", "2", "--json", str(metrics), "--details"])
     assert result.exit_code == 0, result.output
     assert "± 95 %" in result.output  # each headline metric's 95 % interval (– below two samples)
     saved = json.loads(metrics.read_text())
     assert set(saved["metrics"]) == {"detect", "ground", "chat"} and "generate" in saved["skipped"]
+    per_form = [name for name in saved["metrics"]["chat"] if name != "exact_match" and name.endswith("_exact_match")]
+    assert per_form and all(name in result.output for name in per_form)  # --details: every metric, not only headlines
+    assert "bbox_AP75" in result.output
     assert all(0.0 <= v <= 1.0 for task in saved["metrics"].values() for v in task.values() if v >= 0)
     result = runner.invoke(app, ["curves", str(out), "--windows", "2"])
     assert result.exit_code == 0 and "steps" in result.output and "lm" in result.output

@@ -167,38 +167,42 @@ def _domain_classes(domains: Sequence[str] | Mapping[str, float]) -> dict[str, l
 # ---------------------------------------------------------------------- tasks
 def _chat(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
     scene = render_scene(seed, size=world.image_size)
-    question, answer = _vqa(scene, rng)
+    question, answer, form = _vqa(scene, rng)
     messages = [_user(question), Message("assistant", [answer])]
     if rng.random() < 0.3:  # a second question about the same picture: multi-turn context
-        question2, answer2 = _vqa(scene, rng)
-        messages += [Message("user", [question2]), Message("assistant", [answer2])]
-        answer = answer2
-    return Sample("chat", messages, [scene.image], meta={"answer": answer, "objects": scene.objects})
+        question, answer, form = _vqa(scene, rng)
+        messages += [Message("user", [question]), Message("assistant", [answer])]
+    return Sample("chat", messages, [scene.image], meta={"answer": answer, "form": form, "objects": scene.objects})
 
 
-def _vqa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
-    """One question about the scene and its one-word answer."""
+#: The kinds of question ``chat`` samples ask (``meta["form"]``), in the order they are drawn.
+VQA_FORMS = ("count", "count_all", "colour", "shape", "exists")
+
+
+def _vqa(scene: Scene, rng: np.random.Generator) -> tuple[str, str, str]:
+    """One question about the scene, its one-word answer, and its form (one of :data:`VQA_FORMS`;
+    a colour or shape question with no unambiguous object becomes a count)."""
     objects = scene.objects
     kinds = [o.kind for o in objects]
     colours = [o.colour for o in objects]
-    form = ("count", "count_all", "colour", "shape", "exists")[int(rng.integers(5))]
+    form = VQA_FORMS[int(rng.integers(len(VQA_FORMS)))]
     if form == "colour" and any(kinds.count(k) == 1 for k in kinds):
         kind = rng.choice([k for k in kinds if kinds.count(k) == 1])
-        return f"What colour is the {kind}?", colours[kinds.index(kind)]
+        return f"What colour is the {kind}?", colours[kinds.index(kind)], form
     if form == "shape" and any(colours.count(c) == 1 for c in colours):
         colour = rng.choice([c for c in colours if colours.count(c) == 1])
-        return f"What shape is the {colour} object?", kinds[colours.index(colour)]
+        return f"What shape is the {colour} object?", kinds[colours.index(colour)], form
     if form == "exists":
         colour, kind = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         if rng.random() < 0.5 and objects:
             obj = objects[int(rng.integers(len(objects)))]
             colour, kind = obj.colour, obj.kind
         present = any(o.colour == colour and o.kind == kind for o in objects)
-        return f"Is there a {colour} {kind} in the image?", "yes" if present else "no"
+        return f"Is there a {colour} {kind} in the image?", "yes" if present else "no", form
     if form == "count_all":
-        return "How many shapes are there?", NUMBER_WORDS[len(objects)]
+        return "How many shapes are there?", NUMBER_WORDS[len(objects)], form
     kind = rng.choice(SHAPES) if rng.random() < 0.3 or not objects else objects[int(rng.integers(len(objects)))].kind
-    return f"How many {PLURALS[kind]} are there?", NUMBER_WORDS[kinds.count(kind)]
+    return f"How many {PLURALS[kind]} are there?", NUMBER_WORDS[kinds.count(kind)], "count"
 
 
 def _classes_task(task: str, route: str):
@@ -210,7 +214,7 @@ def _classes_task(task: str, route: str):
         messages = _classes_turn(world, asked, route)
         shapes_only = all(o.kind in SHAPES for o in scene.objects)
         if task == "detect" and shapes_only and rng.random() < 0.2:  # after a VQA turn on the same picture
-            vqa_question, vqa_answer = _vqa(scene, rng)
+            vqa_question, vqa_answer, _ = _vqa(scene, rng)
             messages = [_user(vqa_question), Message("assistant", [vqa_answer]),
                         *_classes_turn(world, asked, route, image=False)]
         return Sample(task, messages, [scene.image], targets={"gdino": target},

@@ -11,7 +11,7 @@ from visionllm2.model.config import VisionLLMv2Config
 from visionllm2.model.data.checker import check_picture
 from visionllm2.model.data.samples import TASK_DECODERS
 from visionllm2.model.data.shapes import COLOURS, render_scene
-from visionllm2.model.data.tasks import ShapesWorld, referring_expressions
+from visionllm2.model.data.tasks import VQA_FORMS, ShapesWorld, referring_expressions
 from visionllm2.model.processor import Processor, Special
 from visionllm2.model.tokenizer import Tokenizer
 from visionllm2.model.training.trainer import samples_to_inputs
@@ -103,6 +103,23 @@ def test_every_task_builds_model_inputs_with_matching_targets(processor, task):
             assert target.keypoints.shape[1] == len(sample.meta["keypoint_names"])
         else:
             assert routes == [T.GEN if task == "generate" else T.EDIT] and target.caption == sample.meta["caption"]
+
+
+def test_every_vqa_sample_names_the_kind_of_question_it_asks(processor):
+    # eval reports exact match per kind of question, so each sample's form must be the one it asks
+    openings = {"count": "How many", "count_all": "How many shapes", "colour": "What colour",
+                "shape": "What shape", "exists": "Is there"}
+    world = ShapesWorld(processor, tasks={"chat": 1.0})
+    forms = []
+    for index in range(60):
+        sample = world.sample(index)
+        question = [m for m in sample.messages if m.role == "user"][-1].segments[-1]
+        answer = [m for m in sample.messages if m.role == "assistant"][-1].segments[-1]
+        form = sample.meta["form"]
+        assert form in VQA_FORMS and question.strip().startswith(openings[form]) and answer == sample.meta["answer"]
+        assert form != "count" or not question.strip().startswith(openings["count_all"])
+        forms.append(form)
+    assert set(forms) == set(VQA_FORMS)  # every kind is drawn
 
 
 def test_long_mixed_streams_never_fail(processor):
