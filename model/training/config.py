@@ -23,6 +23,9 @@ STAGE_TASKS: dict[int, dict[str, float]] = {
 #: group for its caption / instruction.
 LINK_LABEL_ROUTES = (T.DET, T.SEG, T.POSE, T.GRD)
 ALL_LINK_LABEL_ROUTES = (*LINK_LABEL_ROUTES, T.GEN, T.EDIT)
+#: What ``TrainConfig.freeze`` may keep fixed in a stage that would train it: the model's parts, and
+#: the decoders by name (``decoders`` is all of them).
+FREEZABLE = ("vision", "bridge", "region_encoder", "query_tables", "llm", "decoders", "gdino", "unipose", "sd", "ip2p")
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TrainConfig:
     warmup_steps: int = 50
     max_grad_norm: float = 1.0
     train_vision: bool = False                 # stage 2: also train the vision tower (a from-scratch model's)
+    freeze: list[str] = field(default_factory=list)  # parts the stage would train but keeps fixed (FREEZABLE)
     link_label_loss: float = 0.0               # stage 2: weight of the slots-name-their-label loss (0: official)
     link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
     link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
@@ -103,6 +107,9 @@ class TrainConfig:
         for name in ("domain_rate", "generate_history_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(self, name)!r}")
+        unknown = sorted(set(self.freeze) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"freeze: unknown parts {unknown}; expected some of {list(FREEZABLE)}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
         if self.link_label_loss < 0:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..visionllm import VisionLLMv2
 from .config import LORA_TARGETS, TrainConfig
 
@@ -49,6 +50,9 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
     if config.stage == 2 and config.lora_rank:  # LoRA's own matrices (the base weights stay frozen)
         for name, parameter in model.llm.named_parameters():
             parameter.requires_grad_("lora_" in name)
+    for module in frozen_parts(model, config.freeze):  # e.g. teach the picture tokens, keep the LLM's reading
+        module.requires_grad_(False)
+    trained_decoders = [d for d in trained_decoders if any(p.requires_grad for p in d.parameters())]
     for decoder in trained_decoders:  # frozen-by-design parts (SD's text encoder; its UNet unless configured)
         for parameter in getattr(decoder, "frozen_parameters", list)():
             parameter.requires_grad_(False)
@@ -56,6 +60,25 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
     trainable = [p for p in model.parameters() if p.requires_grad]
     return {"decoders": [p for p in trainable if id(p) in decoder_ids],
             "backbone": [p for p in trainable if id(p) not in decoder_ids]}
+
+
+def frozen_parts(model: VisionLLMv2, names: Sequence[str]) -> list[nn.Module]:
+    """The modules ``TrainConfig.freeze`` names (see ``FREEZABLE``); a named decoder the model lacks is an error."""
+    decoders = model.decoders()
+    parts: dict[str, list[nn.Module]] = {
+        "vision": [model.vis_encoder], "bridge": [model.vl_bridge], "region_encoder": [model.region_encoder],
+        "query_tables": [getattr(model, name) for name in QUERY_TABLES if hasattr(model, name)],
+        "llm": [model.llm], "decoders": list(decoders.values()),
+    }
+    modules = []
+    for name in names:
+        if name in parts:
+            modules += parts[name]
+        elif name in decoders:
+            modules.append(decoders[name])
+        else:
+            raise InvalidInputError(f"freeze: the model has no {name!r} decoder; it has {sorted(decoders)}")
+    return modules
 
 
 DECODER_CONFIG_FIELDS = {"gdino": "detection", "unipose": "pose", "sd": "generation", "ip2p": "editing"}
@@ -78,7 +101,6 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
 
     from .. import tokens as T
     from ..decoders import build_decoders
-    from ..errors import InvalidInputError
 
     if names is None:
         names = [name for name in donor.decoders() if name not in model.decoders()]

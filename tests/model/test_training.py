@@ -15,11 +15,12 @@ from PIL import Image
 from visionllm2.model import tokens as T
 from visionllm2.model.config import VisionLLMv2Config
 from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.model.errors import InvalidInputError
 from visionllm2.model.processor import Processor
 from visionllm2.model.tokenizer import Tokenizer
 from visionllm2.model.training import TrainConfig, Trainer
 from visionllm2.model.training.sources import ListSource
-from visionllm2.model.training.stages import has_lora
+from visionllm2.model.training.stages import has_lora, prepare_stage
 from visionllm2.model.visionllm import VisionLLMv2
 
 
@@ -97,6 +98,27 @@ def test_stage_two_with_lora_rank_zero_fine_tunes_the_whole_llm(tmp_path):
     assert not any(key.startswith("vis_encoder") for key in changed)
     with pytest.raises(ValueError, match="lora_rank"):
         TrainConfig(lora_rank=-1)
+
+
+def test_freeze_keeps_the_named_parts_fixed_while_their_losses_still_train_the_rest(tmp_path):
+    # Teaching the picture tokens without moving the LLM every decoder reads: the decoders' and the
+    # LLM's losses still flow back into the vision tower and the bridge.
+    torch.manual_seed(0)
+    first = run(tmp_path, 1, 1, fixed_source({"chat": 1.0}))
+    before = VisionLLMv2.from_pretrained(str(first.model_dir)).state_dict()
+    config = TrainConfig(stage=2, output_dir=str(tmp_path / "frozen"), steps=2, batch_size=4, log_every=1,
+                         warmup_steps=1, learning_rate=3e-3, lora_rank=0, train_vision=True,
+                         freeze=["llm", "decoders", "query_tables", "region_encoder"])
+    trainer = Trainer(config, model=VisionLLMv2.from_pretrained(str(first.model_dir)),
+                      source=fixed_source({"detect": 1.0, "chat": 1.0}))
+    assert not any(p.requires_grad for p in trainer.model.llm.parameters())
+    after = VisionLLMv2.from_pretrained(str(trainer.train(progress=False).model_dir)).state_dict()
+    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"vis_encoder", "vl_bridge"}
+    with pytest.raises(ValueError, match=r"freeze: unknown parts \['lm'\]"):
+        TrainConfig(freeze=["lm"])
+    with pytest.raises(InvalidInputError, match="no 'sd' decoder"):
+        prepare_stage(VisionLLMv2.from_pretrained(str(first.model_dir)), TrainConfig(stage=2, freeze=["sd"]))
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_logs_each_step_once(tmp_path):
