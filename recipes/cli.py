@@ -206,6 +206,8 @@ def train(
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the model, the data order and the noise.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    freeze: Annotated[list[str] | None, typer.Option(
+        help="Keep this part fixed though the stage trains it: llm, vision, bridge, decoders, gdino… (repeat).")] = None,
 ) -> None:
     """Train one stage (runs as is, or under `accelerate launch`); resumes from OUT's newest checkpoint."""
     from visionllm2.model.training import TrainConfig, Trainer
@@ -217,7 +219,8 @@ def train(
                  "output_dir": out, "data": data,
                  "tasks": _parse_weights(tasks) if tasks else None,
                  "domains": _parse_domains(domains) if domains else None, "steps": steps,
-                 "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads}
+                 "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads,
+                 "freeze": freeze}
     values.update({k: v for k, v in overrides.items() if v is not None})
     from visionllm2.sdk import VisionLLMError
 

@@ -79,6 +79,8 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "config.json" in result.output  # a typed message, not a traceback
     result = runner.invoke(app, ["train", "--preset", "tiny", "--attach-decoder", "gdino", "--out", str(tmp_path / "w")])
     assert result.exit_code == 2 and "attach_decoders" in result.output and "attach is" in result.output
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--freeze", "llm", "--freeze", "lm", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2 and "freeze: unknown parts ['lm']" in result.output
     result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=x", "--out", str(tmp_path / "v")])
     assert result.exit_code == 2 and "--domains: expected name=weight pairs" in result.output
     result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=3,lunar=1", "--out", str(tmp_path / "u")])
