@@ -129,6 +129,8 @@ class DiffusionDecoder(TaskDecoder):
     """The link, the frozen parts, the losses and sampling shared by [GEN] (``sd``) and [EDIT] (``ip2p``)."""
 
     edit: ClassVar[bool] = False
+    #: The super link's side of this decoder (LLM slots → ``prompt_embeds``), as opposed to the denoiser.
+    link_parts: ClassVar[tuple[str, ...]] = ("emb_proj", "llm2sd_mapper_queries", "llm2sd_mapper")
 
     def __init__(self, config: GenerationConfig, llm_width: int) -> None:
         super().__init__()

@@ -54,7 +54,8 @@ class TrainConfig:
     the donor's decoders to take instead, replacing the ``init`` model's own: a warm start for a stage
     that trains them (and their link) against this LLM, so the donor may sit over another LLM;
     ``attach_keep_tables`` keeps the ``init`` model's query tables for their routes (say new stage-0
-    denoisers relinked to an LLM already trained on its ``[GEN]`` queries). ``data``: ``"shapes"``
+    denoisers relinked to an LLM already trained on its ``[GEN]`` queries), and ``attach_keep_link``
+    its link too (``emb_proj``, mapper), so only the denoiser is new. ``data``: ``"shapes"``
     (ShapesWorld, endless), or paths to COCO / LLaVA JSON files (see
     :mod:`visionllm2.model.training.sources`).
     """
@@ -65,6 +66,7 @@ class TrainConfig:
     attach: str | None = None
     attach_decoders: list[str] | None = None   # None: the donor's decoders that init lacks
     attach_keep_tables: bool = False           # keep init's query tables of the grafted routes (its LLM reads them)
+    attach_keep_link: bool = False             # keep init's link (emb_proj, mapper) of grafted generation decoders
     output_dir: str = "runs/train"
     data: list[str] = field(default_factory=lambda: ["shapes"])
     tasks: dict[str, float] | None = None      # None: the stage's default mix
@@ -117,6 +119,9 @@ class TrainConfig:
         unknown = sorted(set(self.link_label_routes) - set(ALL_LINK_LABEL_ROUTES))
         if unknown:
             raise ValueError(f"link_label_routes: unknown routes {unknown}; expected some of {list(ALL_LINK_LABEL_ROUTES)}")
+        if self.attach_keep_link and not self.attach_decoders:
+            raise ValueError("attach_keep_link: keeps the init model's link of the decoders attach_decoders names, "
+                             f"but attach_decoders is {self.attach_decoders!r}")
         if self.attach_decoders is not None and not self.attach:
             raise ValueError(f"attach_decoders: names decoders of the attach model, but attach is not set "
                              f"(got attach_decoders={self.attach_decoders!r})")

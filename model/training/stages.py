@@ -85,7 +85,7 @@ DECODER_CONFIG_FIELDS = {"gdino": "detection", "unipose": "pose", "sd": "generat
 
 
 def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str] | None = None,
-                    warm_start: bool = False, keep_tables: bool = False) -> VisionLLMv2:
+                    warm_start: bool = False, keep_tables: bool = False, keep_link: bool = False) -> VisionLLMv2:
     """``model`` with decoders of ``donor`` grafted on: their config, weights and their routes' query tables.
 
     names: the decoders to take. ``None`` takes those only ``donor`` has (e.g. stage 0's denoisers,
@@ -96,6 +96,9 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     ``model``'s LLM (``TrainConfig.attach_decoders``), so the donor's LLM may differ.
     keep_tables: keep ``model``'s own query tables for the grafted routes, which its LLM was trained
     to read (a donor fresh from stage 0 has untrained ones); only the decoders are grafted.
+    keep_link: keep ``model``'s own link parts of the grafted decoders too (a generation decoder's
+    ``emb_proj`` and mapper, its ``link_parts``): only the denoiser is grafted — a denoiser trained
+    further in stage 0 behind a link already trained on this LLM.
     """
     import dataclasses
 
@@ -125,10 +128,31 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     config = dataclasses.replace(model.config, **fields)
     merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
     # Drop the replaced decoders' own weights: the donor's may differ in size (strict load below).
+    kept = {k: v for k, v in state.items() if k.startswith(_link_prefixes(model, donor, names))} if keep_link else {}
     state = {k: v for k, v in state.items() if k.split(".")[0] not in grafted}
     state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in grafted})
-    merged.load_state_dict(state, strict=True)
+    merged.load_state_dict({**state, **kept}, strict=True)
     return merged
+
+
+def _link_prefixes(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]) -> tuple[str, ...]:
+    """State-dict prefixes of the named decoders' link parts, which both models must have in the same shapes."""
+    prefixes = []
+    for name in names:
+        parts = getattr(donor.decoders()[name], "link_parts", ())
+        if not parts or name not in model.decoders():
+            raise InvalidInputError(f"attach_keep_link: {name!r} has no link of the init model's to keep "
+                                    f"(expected a generation decoder both models have; the init model has "
+                                    f"{sorted(model.decoders())})")
+        ours, theirs = model.decoders()[name], donor.decoders()[name]
+        for part in parts:
+            shapes = [[tuple(p.shape) for p in (getattr(m, part).parameters() if isinstance(getattr(m, part), nn.Module)
+                                                 else [getattr(m, part)])] for m in (ours, theirs)]
+            if shapes[0] != shapes[1]:
+                raise InvalidInputError(f"attach_keep_link: {name}.{part} differs in shape between the models "
+                                        f"({shapes[0]} vs {shapes[1]}); a link fits only a decoder of its width")
+        prefixes += [f"{name}.{part}" for part in parts]
+    return tuple(prefixes)
 
 
 def add_lora(model: VisionLLMv2, config: TrainConfig) -> None:

@@ -68,7 +68,7 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
 
             donor = VisionLLMv2.from_pretrained(config.attach, torch_dtype=torch.float32)
             model = attach_decoders(model, donor, config.attach_decoders, warm_start=config.attach_decoders is not None,
-                                    keep_tables=config.attach_keep_tables)
+                                    keep_tables=config.attach_keep_tables, keep_link=config.attach_keep_link)
         if config.region_relative_to_image is not None:  # parameter-free: the weights carry over
             model.config.region.relative_to_image = config.region_relative_to_image
             model.region_encoder.relative_to_image = config.region_relative_to_image

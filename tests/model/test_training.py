@@ -228,6 +228,31 @@ def test_stage_three_trains_the_generation_link_on_requests_after_an_earlier_tur
     assert changed == {"sd", "emb_embeddings_gen", "emb_embeddings_det"}
 
 
+def test_a_denoiser_trained_further_can_be_grafted_behind_the_link_already_trained(tmp_path):
+    from visionllm2.model.errors import InvalidInputError
+    from visionllm2.model.training.trainer import build_model
+
+    torch.manual_seed(0)
+    linked, further = generation_model(), generation_model()  # other weights everywhere
+    linked.save_pretrained(str(tmp_path / "linked"))
+    further.save_pretrained(str(tmp_path / "further"))
+    stage = TrainConfig(stage=3, init=str(tmp_path / "linked"), attach=str(tmp_path / "further"),
+                        attach_decoders=["sd"], attach_keep_tables=True, attach_keep_link=True)
+    state = build_model(stage).state_dict()
+    ours, theirs = linked.state_dict(), further.state_dict()
+    link = ("sd.emb_proj.", "sd.llm2sd_mapper.", "sd.llm2sd_mapper_queries")
+    denoiser = [k for k in state if k.startswith("sd.") and not k.startswith(link)]
+    assert denoiser and all(torch.equal(state[k], theirs[k]) for k in denoiser)
+    assert all(torch.equal(state[k], ours[k]) for k in state if k not in denoiser)
+    # Without keep_link the donor's link comes along (the chain's pattern until 3_generation_y).
+    moved = build_model(replace(stage, attach_keep_link=False)).state_dict()
+    assert not torch.equal(moved["sd.llm2sd_mapper_queries"], ours["sd.llm2sd_mapper_queries"])
+    with pytest.raises(InvalidInputError, match="'gdino' has no link"):
+        build_model(replace(stage, attach_decoders=["gdino"]))
+    with pytest.raises(ValueError, match="attach_keep_link"):
+        TrainConfig(init="a", attach="b", attach_keep_link=True)
+
+
 def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
     from visionllm2.model.errors import InvalidInputError
     from visionllm2.model.training.stages import attach_decoders
