@@ -32,7 +32,9 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
         pretrained = [part for d in decoders if hasattr(d, "pretraining_loss") for part in (d.sd_unet, d.sd_text_encoder)]
         for module in pretrained:
             module.requires_grad_(True)
-        return {"decoders": [p for m in pretrained for p in m.parameters()], "backbone": []}
+        for module in frozen_parts(model, config.freeze):  # e.g. ["ip2p"]: pre-train [GEN]'s denoiser alone
+            module.requires_grad_(False)
+        return {"decoders": [p for m in pretrained for p in m.parameters() if p.requires_grad], "backbone": []}
     if config.stage == 1:
         backbone = [model.vis_encoder, model.vl_bridge, model.llm]
         trained_decoders: list[nn.Module] = []

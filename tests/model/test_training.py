@@ -201,6 +201,10 @@ def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path
     after = VisionLLMv2.from_pretrained(str(result.model_dir)).state_dict()
     changed = {".".join(k.split(".")[:2]) for k in before if not torch.equal(before[k], after[k])}
     assert changed and changed <= {"sd.sd_unet", "sd.sd_text_encoder", "ip2p.sd_unet", "ip2p.sd_text_encoder"}
+    frozen_editor = generation_model()  # freeze ["ip2p"]: stage 0 pre-trains [GEN]'s denoiser alone
+    groups = prepare_stage(frozen_editor, TrainConfig(stage=0, freeze=["ip2p"]))
+    sd = frozen_editor.decoders()["sd"]
+    assert {id(p) for p in groups["decoders"]} == {id(p) for m in (sd.sd_unet, sd.sd_text_encoder) for p in m.parameters()}
     base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
     donor = VisionLLMv2.from_pretrained(str(result.model_dir))
     merged = attach_decoders(base, donor)
