@@ -112,8 +112,9 @@ def main() -> None:
 
     features, colours, kinds = object_tokens(session, args.scenes)
     cut = int(0.7 * len(colours))
-    table = Table(title=f"Each object's colour and shape read back from the token over its centre (ridge readout, "
-                        f"{cut} objects fitted, {len(colours) - cut} scored): {args.model}")
+    table = Table(title=f"What the picture tokens carry: {args.model}",
+                  caption=f"each object's colour and shape read back from the token over its centre by a ridge "
+                          f"readout, {cut} objects fitted, {len(colours) - cut} scored")
     for column in ("depth", "colour", "shape"):
         table.add_column(column, justify="left" if column == "depth" else "right")
     priors = [Counter(labels[cut:]).most_common(1)[0][1] / (len(labels) - cut) for labels in (colours, kinds)]

@@ -1,0 +1,19 @@
+"""Benchmarks run and print their tables (on the random tiny preset, a few samples: the figures are the
+shipped model's business, this only keeps the scripts from rotting)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_vqa_probe_prints_both_tables():
+    result = subprocess.run([sys.executable, str(BENCH / "vqa_probe.py"), "--model", "tiny", "--questions", "12",
+                             "--scenes", "12"], check=False, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "VQA per kind of question" in result.stdout and "What the picture tokens carry" in result.stdout
+    for row in ("vision tower", "vl_bridge", "LLM", "most frequent class"):
+        assert row in result.stdout
