@@ -248,7 +248,7 @@ def test_a_denoiser_trained_further_can_be_grafted_behind_the_link_already_train
     denoiser = [k for k in state if k.startswith("sd.") and not k.startswith(link)]
     assert denoiser and all(torch.equal(state[k], theirs[k]) for k in denoiser)
     assert all(torch.equal(state[k], ours[k]) for k in state if k not in denoiser)
-    # Without keep_link the donor's link comes along (the chain's pattern until 3_generation_y).
+    # Without keep_link the donor's link comes along (as in the shipped chain's relinks).
     moved = build_model(replace(stage, attach_keep_link=False)).state_dict()
     assert not torch.equal(moved["sd.llm2sd_mapper_queries"], ours["sd.llm2sd_mapper_queries"])
     with pytest.raises(InvalidInputError, match="'gdino' has no link"):
