@@ -35,7 +35,7 @@ from visionllm2.model.data.shapes import render_scene
 from visionllm2.model.data.tasks import NUMBER_WORDS, VQA_FORMS, ShapesWorld, split_seed
 from visionllm2.model.processor import ImageSlot, Message
 from visionllm2.model.training.trainer import samples_to_inputs
-from visionllm2.recipes.evaluate import normalise_answer
+from visionllm2.recipes.evaluate import answer_vqa, normalise_answer
 from visionllm2.sdk import Session
 
 DEPTHS = ("vision tower", "vl_bridge", "LLM")
@@ -47,11 +47,7 @@ def answers_per_form(session: Session, questions: int) -> dict[str, dict[str, fl
     given, truth = defaultdict(list), defaultdict(list)
     for index in range(questions):
         sample = world.sample(index)
-        question = next(s for s in [m for m in sample.messages if m.role == "user"][-1].segments
-                        if isinstance(s, str) and s.strip())
-        session.reset()
-        given[sample.meta["form"]].append(normalise_answer(session.ask(question, image=sample.images[0],
-                                                                       max_new_tokens=8).text))
+        given[sample.meta["form"]].append(answer_vqa(session, sample))
         truth[sample.meta["form"]].append(normalise_answer(sample.meta["answer"]))
     table = {}
     for form in VQA_FORMS:

@@ -179,14 +179,19 @@ def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     return with_fold_stderr(metrics, per_fold, "keypoints_AP50")
 
 
+def answer_vqa(session: Session, sample: Sample) -> str:
+    """The session's normalised answer to a chat sample's last question, asked on its picture in a
+    fresh conversation (as ``eval`` scores it)."""
+    session.reset()
+    turns = [m for m in sample.messages if m.role == "user"]
+    question = next(s for s in turns[-1].segments if isinstance(s, str) and s.strip())
+    return normalise_answer(session.ask(question, image=sample.images[0], max_new_tokens=8).text)
+
+
 def _chat(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     hits, by_form = [], defaultdict(list)
     for sample in samples:
-        session.reset()
-        turns = [m for m in sample.messages if m.role == "user"]
-        question = next(s for s in turns[-1].segments if isinstance(s, str) and s.strip())
-        answer = session.ask(question, image=sample.images[0], max_new_tokens=8).text
-        hits.append(normalise_answer(answer) == normalise_answer(sample.meta["answer"]))
+        hits.append(answer_vqa(session, sample) == normalise_answer(sample.meta["answer"]))
         by_form[sample.meta.get("form", "other")].append(hits[-1])
     per_form = {f"{form}_exact_match": float(np.mean(values)) for form, values in sorted(by_form.items())}
     return {**mean_with_stderr("exact_match", hits), **per_form}
