@@ -77,10 +77,9 @@ def object_tokens(session: Session, scenes: int) -> tuple[dict[str, np.ndarray],
         embeds, _ = model.embed(batch, bridged)
         llm = model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state[0]
         llm = llm[batch.input_ids[0] == patch_id].reshape(bridged.shape)  # (tiles, P, H), in the images' order
-        grid = round(tower.shape[1] ** 0.5)
+        grid, (width, height) = round(tower.shape[1] ** 0.5), scene.image.size
         for obj in scene.objects:  # the last tile is the whole picture (the thumbnail, or the only tile)
             x0, y0, x1, y1 = obj.box
-            width, height = scene.image.size
             cell = min(grid - 1, int((y0 + y1) / 2 / height * grid)) * grid + min(grid - 1, int((x0 + x1) / 2 / width * grid))
             for depth, states in zip(DEPTHS, (tower, bridged, llm)):
                 features[depth].append(states[-1, cell].float().cpu().numpy())

@@ -130,31 +130,30 @@ def attach_decoders(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]
     config = dataclasses.replace(model.config, **fields)
     merged = VisionLLMv2.from_config(config, build_decoders(config), model.tokenizer)
     # Drop the replaced decoders' own weights: the donor's may differ in size (strict load below).
-    kept = {k: v for k, v in state.items() if k.startswith(_link_prefixes(model, donor, names))} if keep_link else {}
+    kept = _own_link(model, donor, names, state, donor_state) if keep_link else {}
     state = {k: v for k, v in state.items() if k.split(".")[0] not in grafted}
     state.update({k: v for k, v in donor_state.items() if k.split(".")[0] in grafted})
     merged.load_state_dict({**state, **kept}, strict=True)
     return merged
 
 
-def _link_prefixes(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str]) -> tuple[str, ...]:
-    """State-dict prefixes of the named decoders' link parts, which both models must have in the same shapes."""
-    prefixes = []
+def _own_link(model: VisionLLMv2, donor: VisionLLMv2, names: Sequence[str], state: dict[str, torch.Tensor],
+              donor_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s weights of the named decoders' link parts, which must match the donor's in shape."""
     for name in names:
-        parts = getattr(donor.decoders()[name], "link_parts", ())
-        if not parts or name not in model.decoders():
+        if not getattr(donor.decoders()[name], "link_parts", ()) or name not in model.decoders():
             raise InvalidInputError(f"attach_keep_link: {name!r} has no link of the init model's to keep "
                                     f"(expected a generation decoder both models have; the init model has "
                                     f"{sorted(model.decoders())})")
-        ours, theirs = model.decoders()[name], donor.decoders()[name]
-        for part in parts:
-            shapes = [[tuple(p.shape) for p in (getattr(m, part).parameters() if isinstance(getattr(m, part), nn.Module)
-                                                 else [getattr(m, part)])] for m in (ours, theirs)]
-            if shapes[0] != shapes[1]:
-                raise InvalidInputError(f"attach_keep_link: {name}.{part} differs in shape between the models "
-                                        f"({shapes[0]} vs {shapes[1]}); a link fits only a decoder of its width")
-        prefixes += [f"{name}.{part}" for part in parts]
-    return tuple(prefixes)
+    prefixes = tuple(f"{name}.{part}" for name in names for part in donor.decoders()[name].link_parts)
+    kept = {k: v for k, v in state.items() if k.startswith(prefixes)}
+    differ = sorted(k for k, v in kept.items() if k not in donor_state or v.shape != donor_state[k].shape)
+    if differ:
+        raise InvalidInputError(f"attach_keep_link: {differ[0]!r} differs in shape between the models "
+                                f"({tuple(kept[differ[0]].shape)} vs "
+                                f"{tuple(donor_state[differ[0]].shape) if differ[0] in donor_state else 'absent'}); "
+                                "a link fits only a decoder of its width")
+    return kept
 
 
 def add_lora(model: VisionLLMv2, config: TrainConfig) -> None:

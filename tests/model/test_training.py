@@ -233,7 +233,8 @@ def test_stage_three_trains_the_generation_link_on_requests_after_an_earlier_tur
 
 
 def test_a_denoiser_trained_further_can_be_grafted_behind_the_link_already_trained(tmp_path):
-    from visionllm2.model.errors import InvalidInputError
+    from visionllm2.model.decoders import build_decoders
+    from visionllm2.model.training.stages import attach_decoders
     from visionllm2.model.training.trainer import build_model
 
     torch.manual_seed(0)
@@ -253,6 +254,11 @@ def test_a_denoiser_trained_further_can_be_grafted_behind_the_link_already_train
     assert not torch.equal(moved["sd.llm2sd_mapper_queries"], ours["sd.llm2sd_mapper_queries"])
     with pytest.raises(InvalidInputError, match="'gdino' has no link"):
         build_model(replace(stage, attach_decoders=["gdino"]))
+    wider = generation_model()  # a mapper of another width: the init model's link cannot sit in front of it
+    wider.config.generation.mapper_ffn_dim *= 2
+    wider = VisionLLMv2.from_config(wider.config, build_decoders(wider.config), wider.tokenizer)
+    with pytest.raises(InvalidInputError, match="differs in shape"):
+        attach_decoders(linked, wider, ["sd"], warm_start=True, keep_link=True)
     with pytest.raises(ValueError, match="attach_keep_link"):
         TrainConfig(init="a", attach="b", attach_keep_link=True)
 
