@@ -294,6 +294,9 @@ class GenerationConfig:
     # training
     condition_dropout: float = 0.1  # [GEN] 0.1; [EDIT] 0.05 (InstructPix2Pix's text/image scheme)
     caption_loss_weight: float = 0.1
+    # ours, not the official code's: the link is also taught to make the UNet predict what it predicts
+    # from the text encoder's own embedding of the caption (a noise-free target; 0 leaves it out)
+    distill_loss_weight: float = 0.0
     train_unet: bool = False        # SD's UNet is frozen for [GEN]; InstructPix2Pix's is trained
 
     @classmethod

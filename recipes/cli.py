@@ -238,6 +238,7 @@ def train(
 def curves(
     log: Annotated[Path, typer.Argument(help="A training run's log.jsonl (or its output directory).")],
     windows: Annotated[int, typer.Option(help="How many equal windows of steps.")] = 5,
+    parts: Annotated[bool, typer.Option("--parts", help="Also each part of a decoder's loss (sd/diffusion …).")] = False,
 ) -> None:
     """Print a run's loss per route, averaged over windows of steps."""
     from visionllm2.model.training.curves import curve_table
@@ -246,7 +247,7 @@ def curves(
     if not path.is_file() or windows < 1:
         console.print(f"[red]curves: expected a log.jsonl file (or a run directory) and --windows ≥ 1, got {log}[/red]")
         raise typer.Exit(2)
-    header, rows = curve_table(path, windows)
+    header, rows = curve_table(path, windows, parts)
     table = Table(title=str(path))
     for column in header:
         table.add_column(column, justify="right")

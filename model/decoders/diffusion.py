@@ -12,7 +12,9 @@ mapper output by exactly that embedding, so sampling must use it too (``negative
 It needs no tokenizer (``<bos> <eos> <pad>…`` ids come from the config).
 
 **Training** (``targets`` given): MSE of the UNet's prediction (ε, or v as ``prediction_type``
-says) + ``caption_loss_weight`` (0.1) · MSE(mapper output, CLIP's embedding of the caption). [GEN]
+says) + ``caption_loss_weight`` (0.1) · MSE(mapper output, CLIP's embedding of the caption)
++ ``distill_loss_weight`` (0: not in the official code) · MSE(the UNet's prediction through the link,
+its prediction from CLIP's embedding of the caption on the same noisy input). [GEN]
 drops the condition with probability ``condition_dropout`` (0.1); [EDIT] follows InstructPix2Pix
 with p = 0.05: text only dropped for r < p, text and image for p ≤ r < 2p, image only for
 2p ≤ r < 3p. The VAE and text encoder are frozen; the UNet is frozen for [GEN] and trained for
@@ -55,6 +57,20 @@ from .diffusion_parts import (
 )
 
 SEED_RANGE = 2**31  # seeds drawn for the caller are in [0, 2³¹)
+
+
+@dataclass
+class DenoisingStep:
+    """What one training call of the UNet saw and predicted (``G`` groups), for the losses built on it."""
+
+    unet_input: torch.Tensor    # (G, in_channels, h, w) noisy latents (‖ the source's for [EDIT])
+    timesteps: torch.Tensor     # (G,)
+    dropped_text: torch.Tensor  # (G,) bools: the condition was replaced by the empty caption's
+    prediction: torch.Tensor    # (G, c, h, w) ε or v
+    target: torch.Tensor        # (G, c, h, w)
+
+    def loss(self) -> torch.Tensor:
+        return F.mse_loss(self.prediction.float(), self.target.float())
 
 
 @dataclass
@@ -189,13 +205,35 @@ class DiffusionDecoder(TaskDecoder):
         rows = link.sample_index.tolist()
         items = [self._target(targets, images, row) for row in rows]
         embeds = self.prompt_embeds(link.states)  # (G, Q, d)
-        losses = {"diffusion": self.denoising_loss(embeds, items)}
+        step = self.denoise(embeds, items)
+        losses = {"diffusion": step.loss()}
         captioned = [g for g, item in enumerate(items) if item.caption]
         if captioned:
             reference = self.encode_captions([items[g].caption for g in captioned])  # (C, Q, d)
             losses["caption"] = F.mse_loss(embeds[captioned].float(), reference.float())
-        total = losses["diffusion"] + self.config.caption_loss_weight * losses.get("caption", 0.0)
+            if self.config.distill_loss_weight:
+                losses["distill"] = self.distillation_loss(step, captioned, reference)
+        total = (losses["diffusion"] + self.config.caption_loss_weight * losses.get("caption", 0.0)
+                 + self.config.distill_loss_weight * losses.get("distill", 0.0))
         return DecoderOutput(loss=total, losses=losses)
+
+    def distillation_loss(self, step: DenoisingStep, captioned: Sequence[int], reference: torch.Tensor) -> torch.Tensor:
+        """MSE between the UNet's prediction through the link and its prediction, on the same noisy
+        input, conditioned on its own text encoder's embedding of the caption (the teacher, no gradient).
+
+        The diffusion loss's target holds the noise itself, which no condition predicts; the teacher's
+        prediction differs from the student's only through the condition, so this loss asks the link for
+        exactly what the denoiser reads from a caption (its shape and place words as much as its colour).
+        Groups whose condition was dropped this step are left out (their student saw the empty caption).
+        """
+        kept = [i for i, g in enumerate(captioned) if not bool(step.dropped_text[g])]
+        if not kept:
+            return step.prediction.sum() * 0.0  # keeps the graph; nothing to distil this step
+        rows = torch.tensor([captioned[i] for i in kept], device=step.prediction.device)
+        with torch.no_grad():
+            teacher = self.sd_unet(step.unet_input[rows], step.timesteps[rows],
+                                   encoder_hidden_states=reference[kept].to(self.sd_unet.dtype)).sample
+        return F.mse_loss(step.prediction[rows].float(), teacher.float())
 
     def pretraining_loss(self, targets: Sequence[DiffusionTarget], images: Sequence[ImageLike] | None = None) -> DecoderOutput:
         """Stage 0: the denoiser learns captions → pictures conditioned on its own text encoder (both
@@ -210,6 +248,11 @@ class DiffusionDecoder(TaskDecoder):
     def denoising_loss(self, condition: torch.Tensor, items: Sequence[DiffusionTarget],
                        trainable_null: bool = False) -> torch.Tensor:
         """MSE of the UNet's prediction (ε or v, as configured) given ``condition`` ``(G, Q, d)``, with condition dropout."""
+        return self.denoise(condition, items, trainable_null).loss()
+
+    def denoise(self, condition: torch.Tensor, items: Sequence[DiffusionTarget],
+                trainable_null: bool = False) -> DenoisingStep:
+        """One training step's UNet call: noise the targets at random timesteps, drop conditions, predict."""
         count, device = condition.shape[0], condition.device
         side = self.config.image_size
         with torch.no_grad():
@@ -226,7 +269,7 @@ class DiffusionDecoder(TaskDecoder):
             condition = torch.where(drop_text[:, None, None], null.to(condition.dtype), condition)
         unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
         prediction = self.sd_unet(unet_input, timesteps, encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
-        return F.mse_loss(prediction.float(), self.unet_target(latents, noise, timesteps).float())
+        return DenoisingStep(unet_input, timesteps, drop_text, prediction, self.unet_target(latents, noise, timesteps))
 
     def unet_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the UNet is trained to predict from ``add_noise(clean, noise, timesteps)``: ε, or v."""

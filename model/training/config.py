@@ -88,6 +88,7 @@ class TrainConfig:
     link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
     region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
     detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
+    link_distill_loss: float | None = None     # set the init model's [GEN]/[EDIT] distill_loss_weight (None: keep)
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -114,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"freeze: unknown parts {unknown}; expected some of {list(FREEZABLE)}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
+        if self.link_distill_loss is not None and self.link_distill_loss < 0:
+            raise ValueError(f"link_distill_loss: expected a weight ≥ 0, got {self.link_distill_loss!r}")
         if self.link_label_loss < 0:
             raise ValueError(f"link_label_loss: expected a weight ≥ 0, got {self.link_label_loss!r}")
         unknown = sorted(set(self.link_label_routes) - set(ALL_LINK_LABEL_ROUTES))

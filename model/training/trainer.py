@@ -75,6 +75,10 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
         if config.detector_image_size is not None:  # parameter-free too: the detector resizes its own copy
             detection = model.config.detection
             detection.image_min_size = detection.image_max_size = config.detector_image_size
+        if config.link_distill_loss is not None:  # a loss weight: the decoders read their config at each step
+            for generation in (model.config.generation, model.config.editing):
+                if generation is not None:
+                    generation.distill_loss_weight = config.link_distill_loss
         return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders
@@ -183,6 +187,8 @@ class Trainer:
         for name, decoded in output.decoder_outputs.items():
             if decoded.loss is not None:
                 record[name] = decoded.loss.item()
+                for part, value in decoded.losses.items():  # e.g. "sd/diffusion", "sd/distill"
+                    record[f"{name}/{part}"] = float(value.detach()) if torch.is_tensor(value) else float(value)
         return record
 
     def _pretrain_denoiser(self, model: VisionLLMv2, samples: Sequence[Sample]) -> VisionLLMv2Output:

@@ -260,6 +260,37 @@ def test_condition_dropout_swaps_in_the_null_caption_embedding(generator_decoder
     assert not generator_decoder.condition_dropout(100, torch.device("cpu"))[0].any()  # eval: never dropped
 
 
+@pytest.mark.parametrize("decoder_class, config", [(GenerationDecoder, GenerationConfig.tiny()),
+                                                   (EditingDecoder, GenerationConfig.tiny(edit=True))])
+def test_the_distillation_loss_compares_the_link_with_the_text_encoder_on_the_same_noisy_input(
+        monkeypatch, decoder_class, config):
+    """The teacher is the UNet on the caption's own embedding, at the student's noisy input and timestep:
+    a link that outputs exactly that embedding scores 0 (at any noise), another link does not, and the
+    loss trains the link alone (the teacher passes no gradient)."""
+    torch.manual_seed(0)
+    decoder = decoder_class(replace(config, distill_loss_weight=2.0, condition_dropout=0.0), WIDTH).train()
+    link = link_of(3, decoder.routes[0])
+    targets = [DiffusionTarget(picture((255 * (g % 2), 0, 255), g < 2), caption=f"a red circle {g}",
+                               source=picture((0, 255, 0), True)) for g in range(3)]
+    out = decoder(link, targets=targets)
+    assert {"diffusion", "caption", "distill"} <= set(out.losses) and out.losses["distill"] > 0
+    expected = out.losses["diffusion"] + decoder.config.caption_loss_weight * out.losses["caption"] + 2.0 * out.losses["distill"]
+    assert torch.allclose(out.loss, expected)
+    out.losses["distill"].backward()
+    assert decoder.emb_proj[0].weight.grad.abs().sum() > 0  # the link learns from it
+    assert all(p.grad is None for p in decoder.sd_text_encoder.parameters())
+
+    captions = [t.caption for t in targets]
+    monkeypatch.setattr(decoder, "prompt_embeds", lambda states: decoder.encode_captions(captions))
+    assert decoder(link, targets=targets).losses["distill"] < 1e-12  # the student is the teacher
+
+    decoder.config = replace(decoder.config, condition_dropout=1.0)  # every condition dropped: nothing to distil
+    dropped = decoder(link, targets=targets)
+    assert dropped.losses["distill"] == 0
+    decoder.config = replace(decoder.config, distill_loss_weight=0.0)
+    assert "distill" not in decoder(link, targets=targets).losses  # off by default, as in the official code
+
+
 def test_a_tiny_model_overfits_two_captioned_images(tiny_config, tokenizer, processor):
     torch.manual_seed(0)
     decoder = GenerationDecoder(replace(GenerationConfig.tiny(), train_unet=True), WIDTH)

@@ -444,3 +444,31 @@ def test_a_stage_can_set_the_detector_input_size(tmp_path):
     assert VisionLLMv2.from_pretrained(str(tmp_path / "out")).config.detection.image_max_size == 96
     with pytest.raises(ValueError, match="detector_image_size"):
         TrainConfig(detector_image_size=0)
+
+
+def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_part_of_the_loss(tmp_path):
+    from visionllm2.model.training.curves import curve_table
+    from visionllm2.model.training.trainer import build_model
+
+    generation_model().save_pretrained(str(tmp_path / "init"))
+    assert build_model(TrainConfig(stage=3, init=str(tmp_path / "init"))).config.generation.distill_loss_weight == 0.0
+    distilled = build_model(TrainConfig(stage=3, init=str(tmp_path / "init"), link_distill_loss=0.5))
+    assert distilled.decoders()["sd"].config.distill_loss_weight == 0.5 == distilled.decoders()["ip2p"].config.distill_loss_weight
+    torch.manual_seed(0)
+    result = run(tmp_path, 3, 2, fixed_source({"generate": 1.0}), init=str(tmp_path / "init"), link_distill_loss=0.5)
+    parts = [r for r in result.records if "sd" in r]
+    assert parts and all(r["sd/distill"] > 0 and {"sd/diffusion", "sd/caption"} <= set(r) for r in parts)
+    weight = distilled.config.generation.caption_loss_weight
+    assert all(np.isclose(r["sd"], r["sd/diffusion"] + weight * r["sd/caption"] + 0.5 * r["sd/distill"], rtol=1e-4) for r in parts)
+    assert VisionLLMv2.from_pretrained(str(result.model_dir)).config.generation.distill_loss_weight == 0.5
+    header, _ = curve_table(tmp_path / "stage3" / "log.jsonl", 1, parts=True)
+    assert header[:5] == ["steps", "lm", "sd", "sd/diffusion", "sd/caption"] and "sd/distill" in header
+    assert "sd/distill" not in curve_table(tmp_path / "stage3" / "log.jsonl", 1)[0]
+    from typer.testing import CliRunner
+
+    from visionllm2.recipes.cli import app
+
+    shown = CliRunner().invoke(app, ["curves", str(tmp_path / "stage3"), "--windows", "1", "--parts"])
+    assert shown.exit_code == 0 and "distill" in shown.output, shown.output
+    with pytest.raises(ValueError, match="link_distill_loss"):
+        TrainConfig(link_distill_loss=-0.1)
