@@ -227,19 +227,24 @@ class VisionLLMv2(nn.Module):
         images: each sample's original image, for decoders that read their own copy.
         targets: decoder name → one target per sample; a decoder without targets only predicts.
         """
-        embeds, groups = self.embed(batch)
-        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state  # (B, T, H)
+        hidden, link = self.hidden_and_link(batch)  # (B, T, H), decoder name → LinkStates
         logits = self.llm.lm_head(hidden)  # (B, T, V)
         lm_loss = None
         if batch.labels is not None:
             lm_loss = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
-        link = self.gather_link(hidden, batch.input_ids, groups, batch.answer_start)
         outputs = self.run_decoders(link, images, targets)
         losses = [x for x in [lm_loss, *(o.loss for o in outputs.values())] if x is not None]
         loss = torch.stack([x.float() for x in losses]).sum() if losses else None
         return VisionLLMv2Output(loss, lm_loss, logits, link, outputs)
+
+    def hidden_and_link(self, batch: Batch) -> tuple[torch.Tensor, dict[str, LinkStates]]:
+        """The LLM's last hidden states ``(B, T, H)`` over a teacher-forced batch, and its link states
+        by decoder (what a decoder would receive), without running the decoders."""
+        embeds, groups = self.embed(batch)
+        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+        return hidden, self.gather_link(hidden, batch.input_ids, groups, batch.answer_start)
 
     def run_decoders(self, link: Mapping[str, LinkStates], images: Sequence[Any] | None = None,
                      targets: Mapping[str, Sequence[Any]] | None = None) -> dict[str, DecoderOutput]:

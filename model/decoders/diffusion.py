@@ -202,8 +202,7 @@ class DiffusionDecoder(TaskDecoder):
 
     def loss(self, link: LinkStates, images: Sequence[ImageLike] | None,
              targets: Sequence[DiffusionTarget | Mapping[str, Any] | None]) -> DecoderOutput:
-        rows = link.sample_index.tolist()
-        items = [self._target(targets, images, row) for row in rows]
+        items = self.targets_of(link, images, targets)
         embeds = self.prompt_embeds(link.states)  # (G, Q, d)
         step = self.denoise(embeds, items)
         losses = {"diffusion": step.loss()}
@@ -216,6 +215,11 @@ class DiffusionDecoder(TaskDecoder):
         total = (losses["diffusion"] + self.config.caption_loss_weight * losses.get("caption", 0.0)
                  + self.config.distill_loss_weight * losses.get("distill", 0.0))
         return DecoderOutput(loss=total, losses=losses)
+
+    def targets_of(self, link: LinkStates, images: Sequence[ImageLike] | None,
+                   targets: Sequence[DiffusionTarget | Mapping[str, Any] | None]) -> list[DiffusionTarget]:
+        """Each group's checked training target (its batch element's; [EDIT]'s source defaults to the input image)."""
+        return [self._target(targets, images, row) for row in link.sample_index.tolist()]
 
     def distillation_loss(self, step: DenoisingStep, captioned: Sequence[int], reference: torch.Tensor) -> torch.Tensor:
         """MSE between the UNet's prediction through the link and its prediction, on the same noisy

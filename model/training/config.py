@@ -89,6 +89,8 @@ class TrainConfig:
     region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
     detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
     link_distill_loss: float | None = None     # set the init model's [GEN]/[EDIT] distill_loss_weight (None: keep)
+    link_regression: bool = False              # stage 3: fit the [GEN]/[EDIT] links to their text encoders (link_fit.py)
+    link_regression_samples: int = 4000        # conversations whose slot states it records first
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -117,6 +119,10 @@ class TrainConfig:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
         if self.link_distill_loss is not None and self.link_distill_loss < 0:
             raise ValueError(f"link_distill_loss: expected a weight ≥ 0, got {self.link_distill_loss!r}")
+        if self.link_regression and self.stage != 3:
+            raise ValueError(f"link_regression: fits the links over a frozen LLM, so it runs in stage 3, not {self.stage!r}")
+        if self.link_regression_samples < 2:
+            raise ValueError(f"link_regression_samples: expected at least 2 conversations, got {self.link_regression_samples!r}")
         if self.link_label_loss < 0:
             raise ValueError(f"link_label_loss: expected a weight ≥ 0, got {self.link_label_loss!r}")
         unknown = sorted(set(self.link_label_routes) - set(ALL_LINK_LABEL_ROUTES))

@@ -211,6 +211,8 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             (self.output_dir / "train_config.json").write_text(config.to_json())
+        if config.link_regression:
+            return self._fit_links(progress)
         self.resume()
         if self.accelerator.is_main_process:
             _drop_log_records_after(self.output_dir / "log.jsonl", self.step)
@@ -239,6 +241,32 @@ class Trainer:
         elif self.step % config.save_every:
             self.save_checkpoint()
         return result
+
+    def _fit_links(self, progress: bool) -> TrainResult:
+        """``link_regression``: record the slot states once, fit the links, write the model (minutes: no checkpoints)."""
+        from rich.progress import Progress
+
+        from .link_fit import fit_links, record_batches, record_links
+
+        config = self.config
+        model = self.accelerator.unwrap_model(self.model)
+        batches = record_batches(self.source, self.processor, model.tokenizer.pad_id, config.link_regression_samples,
+                                 config.batch_size)
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task("recording slot states", total=math.ceil(config.link_regression_samples / config.batch_size))
+            recorded = record_links(model, (bar.advance(task) or batch for batch in batches))
+        (self.output_dir / "log.jsonl").write_text("")
+        with (self.output_dir / "log.jsonl").open("a") as log, Progress(disable=not progress) as bar:
+            task = bar.add_task("fitting the links", total=config.steps)
+
+            def write(record: dict[str, Any]) -> None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(task, completed=record["step"])
+
+            records = fit_links(model, recorded, config, write)
+        self.step = config.steps
+        return TrainResult(self.step, records, self.finish())
 
     def finish(self) -> Path:
         """Merge LoRA and write ``output_dir/model``: a normal model directory, the next stage's ``init``."""

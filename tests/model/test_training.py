@@ -472,3 +472,32 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
     assert shown.exit_code == 0 and "distill" in shown.output, shown.output
     with pytest.raises(ValueError, match="link_distill_loss"):
         TrainConfig(link_distill_loss=-0.1)
+
+
+def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorded_slot_states(tmp_path):
+    from visionllm2.model.decoders.diffusion import DiffusionDecoder
+    from visionllm2.model.training.link_fit import link_parameters
+
+    torch.manual_seed(0)
+    generation_model().save_pretrained(str(tmp_path / "init"))
+    config = TrainConfig(stage=3, init=str(tmp_path / "init"), output_dir=str(tmp_path / "fit"), tasks={"generate": 1.0, "edit": 1.0},
+                         link_regression=True, link_regression_samples=48, steps=60, batch_size=8, log_every=20,
+                         learning_rate=3e-3, warmup_steps=5, generate_history_rate=0.5)
+    result = Trainer(config).train(progress=False)
+    before, after = VisionLLMv2.from_pretrained(str(tmp_path / "init")), VisionLLMv2.from_pretrained(str(result.model_dir))
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
+    link_keys = {k for k in before.state_dict() if k.split(".")[0] in ("sd", "ip2p")
+                 and k.split(".")[1] in DiffusionDecoder.link_parts}
+    assert changed == link_keys  # every link parameter moved, and nothing else did (LLM, tables, denoisers)
+    first, last = result.records[0], result.records[-1]
+    for name in ("sd", "ip2p"):  # the held-out error fell, logged with its share of the captions' spread
+        assert last[f"{name}/held_out"] < 0.5 * first[f"{name}/held_out"]
+        assert last[f"{name}/held_out_share"] < first[f"{name}/held_out_share"]
+        assert len(link_parameters(after.decoders()[name])) == len([k for k in link_keys if k.startswith(f"{name}.")])
+    log = [json.loads(line) for line in (tmp_path / "fit" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 20, 40, 60]
+    assert Trainer(config).train(progress=False).model_dir == result.model_dir  # finished: a no-op
+    with pytest.raises(ValueError, match="link_regression"):
+        TrainConfig(stage=2, link_regression=True)
+    with pytest.raises(InvalidInputError, match="no captioned"):
+        Trainer(replace(config, output_dir=str(tmp_path / "none"), tasks={"detect": 1.0})).train(progress=False)
