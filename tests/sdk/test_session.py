@@ -264,6 +264,17 @@ def test_generate_and_edit_record_seed_and_settings_and_reproduce(tokenizer):
     edited = session.edit("make the circle blue", image=np.zeros((40, 60, 3), np.uint8), seed=1, num_inference_steps=4)
     assert edited.routes == [T.EDIT] and "image_guidance_scale" in edited.images.settings
 
+    # A caption → picture request shows no picture, not even the current one after reset(): the
+    # [GEN] slots would read a prompt no generate request is trained on. The current image stays.
+    from visionllm2.sdk.session import ImageRef
+
+    session.reset()
+    assert session.current_image is not None
+    again = session.generate("a red circle on the left", seed=3, num_inference_steps=4)
+    assert again.image_id is None and not any(isinstance(s, ImageRef) for s in session.exchanges[-1].user)
+    assert np.array_equal(np.asarray(again.images.images[0]), np.asarray(images.images[0]))  # as in a fresh session
+    assert session.edit("make the circle blue", seed=1, num_inference_steps=4).image_id == session.current_image
+
 
 def test_free_answers_extend_the_prefix_cache_and_match_a_fresh_run(session, photo):
     session.detect(["person"], image=photo)
