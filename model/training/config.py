@@ -48,6 +48,12 @@ class TrainConfig:
     ``link_label_marks``: an interactive group ("region1[DET]…") is asked for the class of the object
     its visual prompt marks ("red circle") instead of the mark's own name, which says nothing about
     what to find.
+    ``link_regression`` (stage 3, not in the official recipe): fit the ``[GEN]`` / ``[EDIT]`` links to
+    their denoisers' own text encoders from slot states recorded once over ``link_regression_samples``
+    conversations (the LLM is frozen in stage 3), instead of training them through the denoiser
+    (:mod:`~visionllm2.model.training.link_fit`). ``link_distill_loss`` sets the generation decoders'
+    ``distill_loss_weight``: the UNet's prediction through the link is matched to its prediction from
+    the caption's own embedding.
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names

@@ -254,7 +254,13 @@ class Trainer:
                                  config.batch_size)
         with Progress(disable=not progress) as bar:
             task = bar.add_task("recording slot states", total=math.ceil(config.link_regression_samples / config.batch_size))
-            recorded = record_links(model, (bar.advance(task) or batch for batch in batches))
+
+            def counted(batches):
+                for batch in batches:
+                    yield batch
+                    bar.advance(task)
+
+            recorded = record_links(model, counted(batches))
         (self.output_dir / "log.jsonl").write_text("")
         with (self.output_dir / "log.jsonl").open("a") as log, Progress(disable=not progress) as bar:
             task = bar.add_task("fitting the links", total=config.steps)
