@@ -248,9 +248,13 @@ def curves(
         console.print(f"[red]curves: expected a log.jsonl file (or a run directory) and --windows ≥ 1, got {log}[/red]")
         raise typer.Exit(2)
     header, rows = curve_table(path, windows, parts)
+    if parts:  # one row per loss: a decoder's parts are too many columns for a terminal's width
+        spans = [row[0] for row in rows]
+        rows = [[name, *(row[index] for row in rows)] for index, name in enumerate(header[1:], start=1)]
+        header = ["loss", *spans]
     table = Table(title=str(path))
-    for column in header:
-        table.add_column(column, justify="right")
+    for index, column in enumerate(header):
+        table.add_column(column, justify="left" if parts and index == 0 else "right", no_wrap=parts and index == 0)
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -469,7 +469,7 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
     from visionllm2.recipes.cli import app
 
     shown = CliRunner().invoke(app, ["curves", str(tmp_path / "stage3"), "--windows", "1", "--parts"])
-    assert shown.exit_code == 0 and "distill" in shown.output, shown.output
+    assert shown.exit_code == 0 and "sd/distill" in shown.output, shown.output  # one row per loss, names whole
     with pytest.raises(ValueError, match="link_distill_loss"):
         TrainConfig(link_distill_loss=-0.1)
 
