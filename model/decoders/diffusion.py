@@ -173,6 +173,11 @@ class DiffusionDecoder(TaskDecoder):
                  *([] if self.config.train_unet else [self.sd_unet])]
         return [p for part in parts for p in part.parameters()]
 
+    def link_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the ``link_parts``: ``emb_proj``, the mapper, and its bare query parameter."""
+        parts = [getattr(self, name) for name in self.link_parts]
+        return [p for part in parts for p in (part.parameters() if isinstance(part, nn.Module) else [part])]
+
     # ------------------------------------------------------------------ link
     def prompt_embeds(self, states: torch.Tensor) -> torch.Tensor:
         """Query states ``(G, n, H)`` → ``prompt_embeds`` ``(G, Q, d)``."""

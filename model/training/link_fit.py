@@ -53,12 +53,6 @@ class RecordedLink:
         return self.reference.float().var(0, unbiased=False).mean().item()
 
 
-def link_parameters(decoder: nn.Module) -> list[nn.Parameter]:
-    """The parameters of a generation decoder's ``link_parts`` (modules, or a bare parameter such as the queries)."""
-    parts = [getattr(decoder, name) for name in decoder.link_parts]
-    return [p for part in parts for p in (part.parameters() if isinstance(part, nn.Module) else [part])]
-
-
 @torch.no_grad()
 def record_links(model: VisionLLMv2, batches: Sequence[tuple[Any, Sequence[Any], dict[str, list]]]) -> dict[str, RecordedLink]:
     """Slot states and caption embeddings of every captioned group of each generation decoder.
@@ -114,15 +108,18 @@ def fit_links(model: VisionLLMv2, recorded: dict[str, RecordedLink], config: Tra
     decoders = model.decoders()
     splits = {name: links.split() for name, links in recorded.items()}
     spreads = {name: links.spread() for name, links in recorded.items()}
-    parameters = [p for name in recorded for p in link_parameters(decoders[name])]
+    parameters = [p for name in recorded for p in decoders[name].link_parameters()]
     model.requires_grad_(False)
     for parameter in parameters:
         parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, config.steps))
     generator = torch.Generator().manual_seed(config.seed)
-    records = [{"step": 0, **{f"{name}/{k}": v for name in recorded for k, v in
-                              held_out_error(decoders[name], splits[name][1], spreads[name]).items()}}]
+
+    def held_out(name: str) -> dict[str, float]:
+        return {f"{name}/{k}": v for k, v in held_out_error(decoders[name], splits[name][1], spreads[name]).items()}
+
+    records = [{"step": 0, **{k: v for name in recorded for k, v in held_out(name).items()}}]
     on_record(records[0])
     for step in range(1, config.steps + 1):
         losses = {}
@@ -141,7 +138,7 @@ def fit_links(model: VisionLLMv2, recorded: dict[str, RecordedLink], config: Tra
                       "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm)}
             for name, value in losses.items():
                 record[name] = record[f"{name}/caption"] = value.item()
-                record.update({f"{name}/{k}": v for k, v in held_out_error(decoders[name], splits[name][1], spreads[name]).items()})
+                record.update(held_out(name))
             records.append(record)
             on_record(record)
     model.requires_grad_(True)

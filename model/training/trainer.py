@@ -188,7 +188,7 @@ class Trainer:
             if decoded.loss is not None:
                 record[name] = decoded.loss.item()
                 for part, value in decoded.losses.items():  # e.g. "sd/diffusion", "sd/distill"
-                    record[f"{name}/{part}"] = float(value.detach()) if torch.is_tensor(value) else float(value)
+                    record[f"{name}/{part}"] = value.item()
         return record
 
     def _pretrain_denoiser(self, model: VisionLLMv2, samples: Sequence[Sample]) -> VisionLLMv2Output:
@@ -261,8 +261,7 @@ class Trainer:
                     bar.advance(task)
 
             recorded = record_links(model, counted(batches))
-        (self.output_dir / "log.jsonl").write_text("")
-        with (self.output_dir / "log.jsonl").open("a") as log, Progress(disable=not progress) as bar:
+        with (self.output_dir / "log.jsonl").open("w") as log, Progress(disable=not progress) as bar:
             task = bar.add_task("fitting the links", total=config.steps)
 
             def write(record: dict[str, Any]) -> None:

@@ -476,7 +476,6 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
 
 def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorded_slot_states(tmp_path):
     from visionllm2.model.decoders.diffusion import DiffusionDecoder
-    from visionllm2.model.training.link_fit import link_parameters
 
     torch.manual_seed(0)
     generation_model().save_pretrained(str(tmp_path / "init"))
@@ -493,7 +492,7 @@ def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorde
     for name in ("sd", "ip2p"):  # the held-out error fell, logged with its share of the captions' spread
         assert last[f"{name}/held_out"] < 0.5 * first[f"{name}/held_out"]
         assert last[f"{name}/held_out_share"] < first[f"{name}/held_out_share"]
-        assert len(link_parameters(after.decoders()[name])) == len([k for k in link_keys if k.startswith(f"{name}.")])
+        assert len(after.decoders()[name].link_parameters()) == len([k for k in link_keys if k.startswith(f"{name}.")])
     log = [json.loads(line) for line in (tmp_path / "fit" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 20, 40, 60]
     assert Trainer(config).train(progress=False).model_dir == result.model_dir  # finished: a no-op
