@@ -27,15 +27,16 @@ CPU_TORCH := torch==2.13.0
 # then four times again (0s, 0t, 0u, 0v, each relinked), its link trained on requests in later turns too
 # (3_generation_w); the detector fine-tuned at a 256² input over candidate_n (3_detector_256, 256b, 256c,
 # 256d: candidate_d); the [GEN] denoiser trained further (0w, 0x) and both links fitted to their
-# denoisers' text encoders by regression over 3_generation_w's model (3_generation_fit), whose [GEN]
-# and [EDIT] decoders grafted onto candidate_d are the shipped model.
+# denoisers' text encoders by regression over 3_generation_w's model (3_generation_fit); the [EDIT]
+# denoiser trained on edits alone (0y, 0ze) around the [GEN] one (0z), and both links fitted again
+# (3_generation_fit_z), whose [GEN] and [EDIT] decoders grafted onto candidate_d are the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
-SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d 0w 0x 3_generation_fit
+SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d 0w 0x 3_generation_fit 0y 0z 0ze 3_generation_fit_z
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -72,7 +73,7 @@ shapes-model: $(STAMP)
 	for stage in $(SHAPES_STAGES_3); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_detector_256d/model $(SHAPES_RUNS)/candidate_d \
 		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
-	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_fit/model model/weights/shapes \
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_fit_z/model model/weights/shapes \
 		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
