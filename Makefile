@@ -11,7 +11,7 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model
 
-# Train the shipped `shapes` model from scratch (≈ 11½ h on an idle 2-core CPU, minutes on a GPU).
+# Train the shipped `shapes` model from scratch (≈ 13 h on an idle 2-core CPU, minutes on a GPU).
 # Every stage checkpoints and resumes: run it again after an interruption. First release: the
 # detector (3, 3b, 3c), pose (3_pose) and generation link (over the denoisers of 0 and 0b) runs
 # train disjoint parameters over one stage-2 LLM and `attach` joins them (release1). Then a longer
