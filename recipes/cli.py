@@ -270,14 +270,19 @@ def attach(
         help="Graft this decoder (repeat for several), replacing BASE's own; default: those only DONOR has.")] = None,
     score_threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Display threshold written for the detection and pose decoders.")] = None,
+    guidance_scale: Annotated[list[str] | None, typer.Option(
+        help="A denoiser's classifier-free guidance written to its config, as DECODER=SCALE "
+             "(e.g. sd=2 ip2p=2.5; repeat for each).")] = None,
 ) -> None:
     """Graft decoders (and their routes' query tables) of DONOR onto BASE.
 
     By default the decoders BASE lacks (stage 0's denoisers); with --decoder, the named ones, e.g. a
-    pose decoder trained further in its own run from the same stage-2 model."""
+    pose decoder trained further in its own run from the same stage-2 model. --score-threshold and
+    --guidance-scale write the settings a model ships with (picked on held-out samples that `eval`
+    does not score: `bench/edit_probe.py --first 1000`)."""
     import torch
 
-    from visionllm2.model.training.stages import attach_decoders
+    from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS, attach_decoders
     from visionllm2.model.visionllm import VisionLLMv2
     from visionllm2.sdk import VisionLLMError
 
@@ -291,6 +296,19 @@ def attach(
         for part in (merged.config.detection, merged.config.pose):
             if part is not None:
                 part.score_threshold = score_threshold
+    for setting in guidance_scale or []:
+        name, _, value = setting.partition("=")
+        part = getattr(merged.config, DECODER_CONFIG_FIELDS[name], None) if name in ("sd", "ip2p") else None
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = float("nan")
+        if part is None or not scale > 0:
+            denoisers = [n for n in ("sd", "ip2p") if n in merged.decoders()]
+            console.print(f"[red]attach: --guidance-scale expected DECODER=SCALE with DECODER one of {denoisers} "
+                          f"and SCALE a positive number, got {escape(setting)!r}[/red]")
+            raise typer.Exit(2)
+        part.guidance_scale = scale
     (merged.to(torch.float16) if half else merged).save_pretrained(str(out))
     console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
 

@@ -109,18 +109,21 @@ def test_data_export_writes_coco_that_trains(tmp_path):
     assert result.exit_code == 2 and "volcano" in result.output
 
 
-def test_attach_grafts_a_named_decoder_and_writes_the_display_threshold(tmp_path):
+def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path):
     import json
+    from dataclasses import replace
 
     import torch
 
-    from visionllm2.model.config import VisionLLMv2Config
+    from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
     from visionllm2.model.tokenizer import Tokenizer
     from visionllm2.model.visionllm import VisionLLMv2
 
     torch.manual_seed(0)
-    base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
-    donor = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
+    config = replace(VisionLLMv2Config.preset("tiny"), generation=GenerationConfig.tiny(),
+                     editing=GenerationConfig.tiny(edit=True))
+    base = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
+    donor = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
     donor.load_state_dict(base.state_dict())
     with torch.no_grad():
         for parameter in donor.unipose.parameters():
@@ -129,10 +132,17 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_threshold(tmp_path
     donor.save_pretrained(str(tmp_path / "donor"))
     out = tmp_path / "out"
     result = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out),
-                                 "--decoder", "unipose", "--score-threshold", "0.2"])
+                                 "--decoder", "unipose", "--score-threshold", "0.2",
+                                 "--guidance-scale", "sd=2", "--guidance-scale", "ip2p=2.5"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
+    assert config["generation"]["guidance_scale"] == 2.0 and config["editing"]["guidance_scale"] == 2.5
+    for bad in ("sd", "sd=-1", "sd=many", "gdino=2"):
+        wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
+                                    "--guidance-scale", bad])
+        assert wrong.exit_code == 2 and "DECODER=SCALE" in wrong.output and bad in wrong.output
+        assert not (tmp_path / "no").exists()
     merged = VisionLLMv2.from_pretrained(str(out))
     assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(merged.gdino.parameters(), base.gdino.parameters()))
