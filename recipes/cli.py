@@ -290,7 +290,7 @@ def attach(
         merged = attach_decoders(VisionLLMv2.from_pretrained(str(base)), VisionLLMv2.from_pretrained(str(donor)),
                                   decoder or None)
     except VisionLLMError as error:
-        console.print(f"[red]attach: {escape(str(error))}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")  # the error names attach itself
         raise typer.Exit(2) from error
     if score_threshold is not None:  # a small model's scores are low and flat; its card says which it ships with
         for part in (merged.config.detection, merged.config.pose):
