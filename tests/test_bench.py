@@ -17,3 +17,14 @@ def test_vqa_probe_prints_both_tables():
     assert "VQA per kind of question" in result.stdout and "What the picture tokens carry" in result.stdout
     for row in ("vision tower", "vl_bridge", "LLM", "most frequent class"):
         assert row in result.stdout
+
+
+def test_edit_probe_prints_the_truth_the_editor_and_the_link():
+    # The tiny preset has no denoisers; the shipped model's are small enough for three samples.
+    result = subprocess.run([sys.executable, str(BENCH / "edit_probe.py"), "--samples", "3", "--first", "1000",
+                             "--guidance", "1,2.5"], check=False, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[EDIT] checker accuracy, 3 held-out instructions from 1000" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["the truth", *["editor alone", "through the link"] * 2]
