@@ -34,6 +34,13 @@ def demo_inputs() -> tuple[Image.Image, list[str], Image.Image, str, list[str]]:
     return scene.image, classes, figures.image, figures.kind, list(FIGURE_KEYPOINTS[figures.kind])
 
 
+def edit_instruction(name: str) -> str:
+    """An edit that changes the picture: the class ``name`` ("green triangle") recoloured to a colour
+    it does not have ("make the triangle blue")."""
+    colour, _, shape = name.rpartition(" ")
+    return f"make the {shape} {next(c for c in ('blue', 'red', 'yellow') if c != colour)}"
+
+
 def contact_sheet(panels: list[tuple[str, Image.Image]], columns: int = 4) -> Image.Image:
     """Panels scaled to ``PANEL``² (nearest: the pixels stay honest) under their titles."""
     rows = (len(panels) + columns - 1) // columns
@@ -75,7 +82,7 @@ def run_demo(out: Path, console: Console, model: str = "shapes") -> list[Path]:
         ("ask", lambda: session.ask("How many shapes are there?", image="image1")),
         ("pose", lambda: session.pose([kind], keypoints=keypoints, image=figure)),
         ("generate", lambda: session.generate("blue square in the centre", seed=0)),
-        ("edit", lambda: session.edit(f"make the {classes[0].split()[-1]} green", image="image1", seed=0)),
+        ("edit", lambda: session.edit(edit_instruction(classes[0]), image="image1", seed=0)),
     ]
     skipped: dict[str, str] = {}
     with Progress(console=console, transient=True) as progress:

@@ -144,3 +144,12 @@ def test_the_demo_transcript_keeps_its_shape(tmp_path):
     assert [t["routes"][0] for t in verbs] == ["[DET]", "[DET]", "[POSE]", "[GEN]", "[EDIT]"]
     assert len(transcript["turns"]) == 6
     assert len(transcript["turns"][0]["results"][0]["labels"]) >= 1  # the scene's shapes are found
+    assert transcript["turns"][-1]["prompt"].endswith("make the triangle blue.")  # the scene's triangle is green
+
+
+def test_the_demo_asks_for_an_edit_that_changes_the_picture():
+    from visionllm2.recipes.demo import edit_instruction
+
+    assert edit_instruction("green triangle") == "make the triangle blue"
+    assert edit_instruction("blue circle") == "make the circle red"
+    assert edit_instruction("square") == "make the square blue"
