@@ -18,7 +18,9 @@ Two tables on held-out ShapesWorld generation samples, judged by the classical c
    true caption, with one word swapped for another of its kind (colour, shape, place), and with the
    empty caption. A word whose swap leaves the error unchanged is a word the pictures ignore.
 
-Run: ``python bench/generation_probe.py [--model shapes] [--samples 30] [--slot-samples 150] [--skip-samplers]``. On ``shapes`` the
+Run: ``python bench/generation_probe.py [--model shapes] [--samples 30] [--first 0] [--guidance 1.5,2]
+[--samplers DDIMScheduler] [--slot-samples 150] [--skip-samplers]``; pick a guidance on captions ``eval``
+does not score (``--first 1000``). On ``shapes`` the
 denoiser reads the colour and the place (from 0q on) but hardly the shape, which caps what any link
 can reach.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from contextlib import contextmanager
+from itertools import product
 from types import SimpleNamespace
 
 import numpy as np
@@ -47,23 +50,24 @@ PLACES = ("left", "right", "top", "bottom", "centre")
 NOISE_LEVELS = (100, 300, 500, 700)
 
 
-def denoiser_alone(decoder, metas, sampler: str, steps: int) -> dict[str, float]:
+def denoiser_alone(decoder, metas, sampler: str, steps: int, guidance: float) -> dict[str, float]:
     embeds = decoder.encode_captions([meta["caption"] for meta in metas])  # (N, Q, d)
     pipeline = decoder.pipeline(build_scheduler(decoder.config, sampler))
     pipeline.set_progress_bar_config(disable=True)
     side = decoder.config.image_size
     pictures = pipeline(prompt_embeds=embeds, negative_prompt_embeds=decoder.null_embeds().expand_as(embeds),
                         generator=[torch.Generator().manual_seed(i) for i in range(len(metas))],
-                        num_inference_steps=steps, guidance_scale=decoder.config.guidance_scale,
+                        num_inference_steps=steps, guidance_scale=guidance,
                         height=side, width=side, output_type="pil").images
     return checker_scores(pictures, metas)
 
 
-def through_the_link(session: Session, metas, sampler: str, steps: int) -> dict[str, float]:
+def through_the_link(session: Session, metas, sampler: str, steps: int, guidance: float) -> dict[str, float]:
     pictures = []
     for index, meta in enumerate(metas):
         session.reset()
-        turn = session.generate(meta["caption"], seed=index, scheduler=sampler, num_inference_steps=steps)
+        turn = session.generate(meta["caption"], seed=index, scheduler=sampler, num_inference_steps=steps,
+                                guidance_scale=guidance)
         pictures.append(turn.images.images[0])
     return checker_scores(pictures, metas)
 
@@ -174,26 +178,38 @@ def main() -> None:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--slot-samples", type=int, default=150, help="captions for the slot readout (0: skip it)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="first held-out caption (eval scores 0 onward: pick settings on others, e.g. 1000)")
+    parser.add_argument("--guidance", default="", help="guidance scales for the sampler table, e.g. 1.5,2,2.5 "
+                                                       "(default: the config's)")
+    parser.add_argument("--samplers", default=",".join(name for name, _ in SAMPLERS),
+                        help="the sampler table's samplers, comma-separated")
     parser.add_argument("--skip-samplers", action="store_true", help="only the later-turn, slot and word tables")
     args = parser.parse_args()
     console = Console()
     session = Session.from_pretrained(args.model)
     decoder = session.model.decoders()["sd"]
     world = ShapesWorld(session.processor, "heldout")
-    metas = [world.sample(index, "generate").meta for index in range(args.samples)]
+    metas = [world.sample(index, "generate").meta for index in range(args.first, args.first + args.samples)]
 
-    table = Table(title=f"[GEN] checker accuracy, {args.samples} held-out captions: {args.model}")
-    for column in ("path", "sampler", "steps", "colour", "shape", "place", "all"):
+    table = Table(title=f"[GEN] checker accuracy, {args.samples} held-out captions from {args.first}: {args.model}")
+    for column in ("path", "sampler", "steps", "guidance", "colour", "shape", "place", "all"):
         table.add_column(column, justify="left" if column in ("path", "sampler") else "right")
-    for sampler, steps in () if args.skip_samplers else SAMPLERS:
-        for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps)),
-                             ("through the link", through_the_link(session, metas, sampler, steps))):
+    unknown = set(args.samplers.split(",")) - {name for name, _ in SAMPLERS}
+    if unknown:
+        parser.error(f"--samplers: expected names among {[name for name, _ in SAMPLERS]}, got {sorted(unknown)}")
+    samplers = [(name, steps) for name, steps in SAMPLERS if name in args.samplers.split(",")]
+    guidances = [float(g) for g in args.guidance.split(",") if g.strip()] or [decoder.config.guidance_scale]
+    for (sampler, steps), guidance in () if args.skip_samplers else product(samplers, guidances):
+        for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps, guidance)),
+                             ("through the link", through_the_link(session, metas, sampler, steps, guidance))):
             table.add_row(path, sampler.replace("MultistepScheduler", "").removesuffix("Scheduler"), str(steps),
-                          *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
+                          f"{guidance:g}", *(f"{scores[f'{k}_accuracy']:.2f}" for k in ("colour", "kind", "place", "all")))
     if not args.skip_samplers:
         console.print(table)
 
-    table = Table(title=f"[GEN] checker accuracy by the turn it is asked in, {args.samples} held-out captions: {args.model}")
+    table = Table(title=f"[GEN] checker accuracy by the turn it is asked in, {args.samples} held-out captions from {args.first}: "
+                        f"{args.model}")
     for column in ("asked", "colour", "shape", "place", "all"):
         table.add_column(column, justify="left" if column == "asked" else "right")
     for earlier in LATER_TURNS:

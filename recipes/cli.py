@@ -280,6 +280,8 @@ def attach(
     pose decoder trained further in its own run from the same stage-2 model. --score-threshold and
     --guidance-scale write the settings a model ships with (picked on held-out samples that `eval`
     does not score: `bench/edit_probe.py --first 1000`)."""
+    import math
+
     import torch
 
     from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS, attach_decoders
@@ -303,7 +305,7 @@ def attach(
             scale = float(value)
         except ValueError:
             scale = float("nan")
-        if part is None or not scale > 0:
+        if part is None or not 0 < scale < math.inf:
             denoisers = [n for n in ("sd", "ip2p") if n in merged.decoders()]
             console.print(f"[red]attach: --guidance-scale expected DECODER=SCALE with DECODER one of {denoisers} "
                           f"and SCALE a positive number, got {escape(setting)!r}[/red]")

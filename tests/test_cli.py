@@ -138,7 +138,7 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     config = json.loads((out / "config.json").read_text())
     assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
     assert config["generation"]["guidance_scale"] == 2.0 and config["editing"]["guidance_scale"] == 2.5
-    for bad in ("sd", "sd=-1", "sd=many", "gdino=2"):
+    for bad in ("sd", "sd=-1", "sd=inf", "sd=many", "gdino=2"):
         wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
                                     "--guidance-scale", bad])
         said = " ".join(wrong.output.split())  # rich wraps at the terminal's width
