@@ -273,18 +273,19 @@ def attach(
     guidance_scale: Annotated[list[str] | None, typer.Option(
         help="A denoiser's classifier-free guidance written to its config, as DECODER=SCALE "
              "(e.g. sd=2 ip2p=2.5; repeat for each).")] = None,
+    sampler: Annotated[list[str] | None, typer.Option(
+        help="A denoiser's sampler written to its config, as DECODER=SCHEDULER:STEPS "
+             "(e.g. sd=DDPMScheduler:50; any diffusers scheduler).")] = None,
 ) -> None:
     """Graft decoders (and their routes' query tables) of DONOR onto BASE.
 
     By default the decoders BASE lacks (stage 0's denoisers); with --decoder, the named ones, e.g. a
     pose decoder trained further in its own run from the same stage-2 model. --score-threshold and
-    --guidance-scale write the settings a model ships with (picked on held-out samples that `eval`
+    --guidance-scale and --sampler write the settings a model ships with (picked on held-out samples that `eval`
     does not score: `bench/edit_probe.py --first 1000`)."""
-    import math
-
     import torch
 
-    from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS, attach_decoders
+    from visionllm2.model.training.stages import attach_decoders
     from visionllm2.model.visionllm import VisionLLMv2
     from visionllm2.sdk import VisionLLMError
 
@@ -298,21 +299,47 @@ def attach(
         for part in (merged.config.detection, merged.config.pose):
             if part is not None:
                 part.score_threshold = score_threshold
-    for setting in guidance_scale or []:
-        name, _, value = setting.partition("=")
-        part = getattr(merged.config, DECODER_CONFIG_FIELDS[name], None) if name in ("sd", "ip2p") else None
-        try:
-            scale = float(value)
-        except ValueError:
-            scale = float("nan")
-        if part is None or not 0 < scale < math.inf:
-            denoisers = [n for n in ("sd", "ip2p") if n in merged.decoders()]
-            console.print(f"[red]attach: --guidance-scale expected DECODER=SCALE with DECODER one of {denoisers} "
-                          f"and SCALE a positive number, got {escape(setting)!r}[/red]")
-            raise typer.Exit(2)
-        part.guidance_scale = scale
+    try:
+        for setting in guidance_scale or []:
+            part, scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE", "a positive number")
+            part.guidance_scale = float(scale)
+        for setting in sampler or []:
+            part, value = denoiser_setting(merged, setting, "--sampler", "SCHEDULER:STEPS",
+                                           "a diffusers scheduler and a positive number of steps")
+            part.scheduler, _, steps = value.partition(":")
+            part.num_inference_steps = int(steps)
+    except ValueError as error:
+        console.print(f"[red]attach: {escape(str(error))}[/red]")
+        raise typer.Exit(2) from error
     (merged.to(torch.float16) if half else merged).save_pretrained(str(out))
     console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
+
+
+def denoiser_setting(model, setting: str, option: str, form: str, meaning: str):
+    """``(config part, value)`` of an ``attach`` option's ``DECODER=VALUE``, the value checked; else a
+    ``ValueError`` that says what was expected and what came."""
+    from visionllm2.model.decoders.diffusion_parts import build_scheduler
+    from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS
+    from visionllm2.sdk import VisionLLMError
+
+    name, _, value = setting.partition("=")
+    part = getattr(model.config, DECODER_CONFIG_FIELDS[name], None) if name in ("sd", "ip2p") else None
+    try:
+        if part is None:
+            good = False
+        elif form == "SCALE":
+            good = 0 < float(value) < float("inf")
+        else:
+            scheduler, _, steps = value.partition(":")
+            build_scheduler(part, scheduler)
+            good = int(steps) > 0
+    except (ValueError, VisionLLMError):
+        good = False
+    if not good:
+        denoisers = [n for n in ("sd", "ip2p") if n in model.decoders()]
+        raise ValueError(f"{option} expected DECODER={form} with DECODER one of {denoisers} and {form} {meaning}, "
+                         f"got {setting!r}")
+    return part, value
 
 
 @app.command()

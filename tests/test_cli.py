@@ -133,16 +133,24 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     out = tmp_path / "out"
     result = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out),
                                  "--decoder", "unipose", "--score-threshold", "0.2",
-                                 "--guidance-scale", "sd=2", "--guidance-scale", "ip2p=2.5"])
+                                 "--guidance-scale", "sd=2", "--guidance-scale", "ip2p=2.5",
+                                 "--sampler", "sd=DDPMScheduler:50"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
     assert config["generation"]["guidance_scale"] == 2.0 and config["editing"]["guidance_scale"] == 2.5
-    for bad in ("sd", "sd=-1", "sd=inf", "sd=many", "gdino=2"):
+    assert (config["generation"]["scheduler"], config["generation"]["num_inference_steps"]) == ("DDPMScheduler", 50)
+    untouched = GenerationConfig.tiny(edit=True)
+    assert (config["editing"]["scheduler"], config["editing"]["num_inference_steps"]) == (untouched.scheduler,
+                                                                                          untouched.num_inference_steps)
+    bad_settings = [("--guidance-scale", "SCALE", bad) for bad in ("sd", "sd=-1", "sd=inf", "sd=many", "gdino=2")]
+    bad_settings += [("--sampler", "SCHEDULER:STEPS", bad) for bad in ("sd=DDPMScheduler", "sd=Nope:20", "sd=DDIMScheduler:0",
+                                                                        "unipose=DDIMScheduler:20")]
+    for option, form, bad in bad_settings:
         wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
-                                    "--guidance-scale", bad])
+                                    option, bad])
         said = " ".join(wrong.output.split())  # rich wraps at the terminal's width
-        assert wrong.exit_code == 2 and "DECODER=SCALE" in said and f"got '{bad}'" in said
+        assert wrong.exit_code == 2 and f"DECODER={form}" in said and f"got '{bad}'" in said, said
         assert not (tmp_path / "no").exists()
     merged = VisionLLMv2.from_pretrained(str(out))
     assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))
