@@ -35,9 +35,9 @@ CPU_TORCH := torch==2.13.0
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
 SHAPES_SCORE_THRESHOLD := 0.25
-# The denoisers' classifier-free guidance, picked on held-out samples `eval` does not score
-# (`bench/edit_probe.py --first 1000`; the card's table): 1.5 → 2 / 2.5 took generation 0.68 → 0.77.
-SHAPES_GUIDANCE := --guidance-scale sd=2 --guidance-scale ip2p=2.5
+# The denoisers' guidance and [GEN]'s sampler, picked on held-out samples `eval` does not score
+# (`bench/edit_probe.py`, `bench/generation_probe.py --first 1000`; the card says what each gave).
+SHAPES_GUIDANCE := --guidance-scale sd=2 --guidance-scale ip2p=2.5 --sampler sd=DDPMScheduler:50
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
 SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d 0w 0x 3_generation_fit 0y 0z 0ze 0zg 3_generation_fit_zg
