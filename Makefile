@@ -30,7 +30,7 @@ CPU_TORCH := torch==2.13.0
 # denoisers' text encoders by regression over 3_generation_w's model (3_generation_fit); the [EDIT]
 # denoiser trained on edits alone (0y, 0ze) around the [GEN] one (0z, 0zg), and both links fitted
 # again (3_generation_fit_zg; 3_generation_fit_z, the release before's, is no longer run), whose [GEN]
-# and [EDIT] decoders grafted onto candidate_d, with their guidance set, are the shipped model.
+# and [EDIT] decoders grafted onto candidate_d, with their guidance and sampler set, are the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes

@@ -301,11 +301,13 @@ def attach(
                 part.score_threshold = score_threshold
     try:
         for setting in guidance_scale or []:
-            part, scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE", "a positive number")
+            part, scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE", "a positive number",
+                                           positive_scale)
             part.guidance_scale = float(scale)
         for setting in sampler or []:
             part, value = denoiser_setting(merged, setting, "--sampler", "SCHEDULER:STEPS",
-                                           "a diffusers scheduler and a positive number of steps")
+                                           "a diffusers scheduler and a positive number of steps",
+                                           scheduler_and_steps)
             part.scheduler, _, steps = value.partition(":")
             part.num_inference_steps = int(steps)
     except ValueError as error:
@@ -315,24 +317,28 @@ def attach(
     console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
 
 
-def denoiser_setting(model, setting: str, option: str, form: str, meaning: str):
-    """``(config part, value)`` of an ``attach`` option's ``DECODER=VALUE``, the value checked; else a
-    ``ValueError`` that says what was expected and what came."""
+def positive_scale(part, value: str) -> bool:
+    return 0 < float(value) < float("inf")
+
+
+def scheduler_and_steps(part, value: str) -> bool:
     from visionllm2.model.decoders.diffusion_parts import build_scheduler
+
+    scheduler, _, steps = value.partition(":")
+    build_scheduler(part, scheduler)  # raises for a name that is no diffusers scheduler
+    return int(steps) > 0
+
+
+def denoiser_setting(model, setting: str, option: str, form: str, meaning: str, check):
+    """``(config part, value)`` of an ``attach`` option's ``DECODER=VALUE`` whose value passes
+    ``check(part, value)``; else a ``ValueError`` that says what was expected and what came."""
     from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS
     from visionllm2.sdk import VisionLLMError
 
     name, _, value = setting.partition("=")
     part = getattr(model.config, DECODER_CONFIG_FIELDS[name], None) if name in ("sd", "ip2p") else None
     try:
-        if part is None:
-            good = False
-        elif form == "SCALE":
-            good = 0 < float(value) < float("inf")
-        else:
-            scheduler, _, steps = value.partition(":")
-            build_scheduler(part, scheduler)
-            good = int(steps) > 0
+        good = part is not None and check(part, value)
     except (ValueError, VisionLLMError):
         good = False
     if not good:
