@@ -195,10 +195,10 @@ def main() -> None:
     table = Table(title=f"[GEN] checker accuracy, {args.samples} held-out captions from {args.first}: {args.model}")
     for column in ("path", "sampler", "steps", "guidance", "colour", "shape", "place", "all"):
         table.add_column(column, justify="left" if column in ("path", "sampler") else "right")
-    unknown = set(args.samplers.split(",")) - {name for name, _ in SAMPLERS}
-    if unknown:
-        parser.error(f"--samplers: expected names among {[name for name, _ in SAMPLERS]}, got {sorted(unknown)}")
-    samplers = [(name, steps) for name, steps in SAMPLERS if name in args.samplers.split(",")]
+    asked, known = set(args.samplers.split(",")), [name for name, _ in SAMPLERS]
+    if unknown := sorted(asked - set(known)):
+        parser.error(f"--samplers: expected names among {known}, got {unknown}")
+    samplers = [(name, steps) for name, steps in SAMPLERS if name in asked]
     guidances = [float(g) for g in args.guidance.split(",") if g.strip()] or [decoder.config.guidance_scale]
     for (sampler, steps), guidance in () if args.skip_samplers else product(samplers, guidances):
         for path, scores in (("denoiser alone", denoiser_alone(decoder, metas, sampler, steps, guidance)),

@@ -280,9 +280,9 @@ def attach(
     """Graft decoders (and their routes' query tables) of DONOR onto BASE.
 
     By default the decoders BASE lacks (stage 0's denoisers); with --decoder, the named ones, e.g. a
-    pose decoder trained further in its own run from the same stage-2 model. --score-threshold and
-    --guidance-scale and --sampler write the settings a model ships with (picked on held-out samples that `eval`
-    does not score: `bench/edit_probe.py --first 1000`)."""
+    pose decoder trained further in its own run from the same stage-2 model. --score-threshold,
+    --guidance-scale and --sampler write the settings a model ships with (picked on held-out samples
+    that `eval` does not score: `bench/edit_probe.py` / `bench/generation_probe.py --first 1000`)."""
     import torch
 
     from visionllm2.model.training.stages import attach_decoders
@@ -301,15 +301,12 @@ def attach(
                 part.score_threshold = score_threshold
     try:
         for setting in guidance_scale or []:
-            part, scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE", "a positive number",
-                                           positive_scale)
-            part.guidance_scale = float(scale)
+            part, part.guidance_scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE",
+                                                         "a positive number", positive_scale)
         for setting in sampler or []:
-            part, value = denoiser_setting(merged, setting, "--sampler", "SCHEDULER:STEPS",
-                                           "a diffusers scheduler and a positive number of steps",
-                                           scheduler_and_steps)
-            part.scheduler, _, steps = value.partition(":")
-            part.num_inference_steps = int(steps)
+            part, (part.scheduler, part.num_inference_steps) = denoiser_setting(
+                merged, setting, "--sampler", "SCHEDULER:STEPS", "a diffusers scheduler and a positive number of steps",
+                scheduler_and_steps)
     except ValueError as error:
         console.print(f"[red]attach: {escape(str(error))}[/red]")
         raise typer.Exit(2) from error
@@ -317,35 +314,42 @@ def attach(
     console.print(f"wrote [bold]{out}[/bold] with decoders {sorted(merged.decoders())}")
 
 
-def positive_scale(part, value: str) -> bool:
-    return 0 < float(value) < float("inf")
+DENOISERS = ("sd", "ip2p")
 
 
-def scheduler_and_steps(part, value: str) -> bool:
+def positive_scale(part, value: str) -> float:
+    scale = float(value)
+    if not 0 < scale < float("inf"):
+        raise ValueError(f"not a positive number: {value!r}")
+    return scale
+
+
+def scheduler_and_steps(part, value: str) -> tuple[str, int]:
     from visionllm2.model.decoders.diffusion_parts import build_scheduler
 
     scheduler, _, steps = value.partition(":")
     build_scheduler(part, scheduler)  # raises for a name that is no diffusers scheduler
-    return int(steps) > 0
+    if int(steps) <= 0:
+        raise ValueError(f"not a positive number of steps: {steps!r}")
+    return scheduler, int(steps)
 
 
-def denoiser_setting(model, setting: str, option: str, form: str, meaning: str, check):
-    """``(config part, value)`` of an ``attach`` option's ``DECODER=VALUE`` whose value passes
-    ``check(part, value)``; else a ``ValueError`` that says what was expected and what came."""
+def denoiser_setting(model, setting: str, option: str, form: str, meaning: str, parse):
+    """``(config part, parse(part, value))`` of an ``attach`` option's ``DECODER=VALUE``; else a
+    ``ValueError`` that says what was expected and what came."""
     from visionllm2.model.training.stages import DECODER_CONFIG_FIELDS
     from visionllm2.sdk import VisionLLMError
 
     name, _, value = setting.partition("=")
-    part = getattr(model.config, DECODER_CONFIG_FIELDS[name], None) if name in ("sd", "ip2p") else None
+    part = getattr(model.config, DECODER_CONFIG_FIELDS[name], None) if name in DENOISERS else None
     try:
-        good = part is not None and check(part, value)
+        if part is not None:
+            return part, parse(part, value)
     except (ValueError, VisionLLMError):
-        good = False
-    if not good:
-        denoisers = [n for n in ("sd", "ip2p") if n in model.decoders()]
-        raise ValueError(f"{option} expected DECODER={form} with DECODER one of {denoisers} and {form} {meaning}, "
-                         f"got {setting!r}")
-    return part, value
+        pass
+    denoisers = [n for n in DENOISERS if n in model.decoders()]
+    raise ValueError(f"{option} expected DECODER={form} with DECODER one of {denoisers} and {form} {meaning}, "
+                     f"got {setting!r}")
 
 
 @app.command()
