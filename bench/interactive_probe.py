@@ -9,12 +9,16 @@ On held-out ShapesWorld interactive samples (a point, box, scribble or mask on o
    object, and how often the two marks' region embeddings are at cosine > 0.9 (a region encoder
    that embeds different marks alike).
 
-Run: ``python bench/interactive_probe.py [--model shapes] [--samples 40]``.
+Each is measured twice: with each group's answer chosen by the model's score alone, and by score ×
+the share of the mark it covers (the detection config's ``mark_agreement``, on when shipped).
+
+Run: ``python bench/interactive_probe.py [--model shapes] [--samples 40] [--first 0]``.
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -25,6 +29,17 @@ from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.recipes.evaluate import marks_ious, mask_iou
 from visionllm2.sdk import Session
 from visionllm2.sdk.prompts import Mask
+
+
+@contextmanager
+def mark_agreement(session: Session, on: bool):
+    """The session's detector choosing each mark's answer by score × coverage (on) or score (off)."""
+    config = session.model.decoders()["gdino"].config
+    before, config.mark_agreement = config.mark_agreement, on
+    try:
+        yield
+    finally:
+        config.mark_agreement = before
 
 
 def marks_miou(session: Session, samples, after_detect: bool) -> float:
@@ -63,19 +78,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--first", type=int, default=0, help="first held-out index (eval scores from 0)")
     args = parser.parse_args()
     session = Session.from_pretrained(args.model)
     world = ShapesWorld(session.processor, "heldout")
-    samples = [world.sample(index, "interactive") for index in range(args.samples)]
-    pairs = [s for s in (world.sample(index, "interactive") for index in range(3 * args.samples)) if len(s.regions) == 2]
-    table = Table(title=f"interactive segmentation, held out: {args.model}")
-    for column in ("measure", "value"):
+    indices = range(args.first, args.first + args.samples)
+    samples = [world.sample(index, "interactive") for index in indices]
+    pairs = [s for s in (world.sample(index, "interactive") for index in range(args.first, args.first + 3 * args.samples))
+             if len(s.regions) == 2][: args.samples]
+    table = Table(title=f"interactive segmentation, held out from {args.first}: {args.model}")
+    for column in ("measure", "by score alone", "score × mark coverage"):
         table.add_column(column, justify="left" if column == "measure" else "right")
-    table.add_row(f"mIoU, first turn ({len(samples)} samples)", f"{marks_miou(session, samples, False):.3f}")
-    table.add_row("mIoU, after a detection turn", f"{marks_miou(session, samples, True):.3f}")
-    count, same, alike = two_marks(session, pairs[: args.samples])
-    table.add_row("two marks answered with one object", f"{same} / {count}")
-    table.add_row("two marks' region embeddings at cosine > 0.9", f"{alike:.2f}")
+    rows: dict[str, list[str]] = {f"mIoU, first turn ({len(samples)} samples)": [], "mIoU, after a detection turn": [],
+                                  f"two marks answered with one object (of {len(pairs)})": []}
+    alike = 0.0
+    for on in (False, True):
+        with mark_agreement(session, on):
+            values = [marks_miou(session, samples, False), marks_miou(session, samples, True)]
+            _, same, alike = two_marks(session, pairs)
+        for row, value in zip(rows.values(), [f"{values[0]:.3f}", f"{values[1]:.3f}", str(same)]):
+            row.append(value)
+    for name, values in rows.items():
+        table.add_row(name, *values)
+    table.add_row("two marks' region embeddings at cosine > 0.9", f"{alike:.2f}", f"{alike:.2f}")
     Console().print(table)
 
 

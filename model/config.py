@@ -133,6 +133,9 @@ class DetectionConfig:
     max_detections: int = 100
     score_threshold: float = 0.3
     mask_threshold: float = 0.0          # mask logit above which a pixel belongs to the object (SAM's)
+    # Interactive segmentation: each mark's answer is the query ranked by score × the share of the
+    # mark it covers, not by score alone (an answer away from the user's click is never the one meant).
+    mark_agreement: bool = True
 
     @classmethod
     def tiny(cls) -> DetectionConfig:

@@ -269,8 +269,10 @@ class Session:
             else:
                 answer_ids, routes, link, raw_text, seconds = self._prefill(chat, features)
                 timings["prefill"] = seconds
+            # A verb's visual prompts on the picture itself: the masks answering them must agree with them.
+            marks = np.stack([mask for _, mask in exchange.regions]) if interactive and prompts else None
             results, unusable = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation,
-                                             free=answer is None)
+                                             free=answer is None, marks=marks)
             if labels is not None:  # the verb knows the words better than the answer template does
                 results = [_relabel(r, labels) for r in results]
             skipped = [r for r in routes if r not in self.model.decoder_of_route or r in unusable]
@@ -342,7 +344,8 @@ class Session:
         return answer_ids, routes, link, self.model.tokenizer.decode(answer_ids), time.perf_counter() - start
 
     def _decode(self, link, picture, turn_index: int, timings: dict[str, float], interactive: bool,
-                labels: list[str] | None, options: dict[str, Any], free: bool = False) -> tuple[list[Result], set[str]]:
+                labels: list[str] | None, options: dict[str, Any], free: bool = False,
+                marks: np.ndarray | None = None) -> tuple[list[Result], set[str]]:
         """Run each decoder that has groups. In a free answer, groups a decoder cannot use (say a
         ``[POSE]`` answer without keypoint names) are skipped and their routes returned; in a verb's
         answer that cannot happen, so errors propagate."""
@@ -353,7 +356,7 @@ class Session:
             start = time.perf_counter()
             decoder = decoders[name]
             try:
-                results += self._run_decoder(decoder, states, picture, turn_index, interactive, labels, options)
+                results += self._run_decoder(decoder, states, picture, turn_index, interactive, labels, options, marks)
             except InvalidInputError:
                 if not free:
                     raise
@@ -362,7 +365,7 @@ class Session:
         return results, unusable
 
     def _run_decoder(self, decoder, states, picture, turn_index: int, interactive: bool, labels: list[str] | None,
-                     options: dict[str, Any]) -> list[Result]:
+                     options: dict[str, Any], marks: np.ndarray | None = None) -> list[Result]:
         with torch.no_grad():
             if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
                 captions = labels or [label or "" for label in states.labels]
@@ -374,7 +377,7 @@ class Session:
                 request = [PoseTarget(num_objects=options["pose_objects"])] if "pose_objects" in options else None
                 return [result for prediction in decoder(states, [picture], request).predictions
                         for result in adapters.pose_results(prediction, turn_index, T.POSE, options.get("keypoint_names"))]
-            return [result for prediction in decoder(states, [picture], None).predictions
+            return [result for prediction in decoder(states, [picture], None, None if marks is None else [marks]).predictions
                     for result in adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)]
 
     # ------------------------------------------------------------------ task verbs (one prefill)

@@ -28,3 +28,15 @@ def test_edit_probe_prints_the_truth_the_editor_and_the_link():
     assert "[EDIT] checker accuracy, 3 held-out instructions from 1000" in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["the truth", *["editor alone", "through the link"] * 2]
+
+
+def test_interactive_probe_prints_both_ways_of_choosing_each_marks_answer():
+    result = subprocess.run([sys.executable, str(BENCH / "interactive_probe.py"), "--samples", "3", "--first", "1000"],
+                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "interactive segmentation, held out from 1000: shapes" in result.stdout
+    assert "by score alone" in result.stdout and "score × mark coverage" in result.stdout
+    rows = {row.split("│")[1].strip(): [cell.strip() for cell in row.split("│")[2:-1]]
+            for row in result.stdout.splitlines() if row.startswith("│")}
+    first_turn = rows["mIoU, first turn (3 samples)"]
+    assert all(0.0 <= float(value) <= 1.0 for value in first_turn + rows["mIoU, after a detection turn"])

@@ -243,11 +243,14 @@ class DetectionDecoder(TaskDecoder):
 
     # ------------------------------------------------------------------ decoder interface
     def forward(self, link: LinkStates, images: Sequence[Any] | None = None,
-                targets: Sequence[Any] | None = None) -> DecoderOutput:
+                targets: Sequence[Any] | None = None, marks: Sequence[Any] | None = None) -> DecoderOutput:
         """Detect the groups of ``link`` in ``images`` (one per batch sample, indexed by sample).
 
         targets: one :class:`DetectionTarget` per batch sample (or None): boxes ``(N, 4)`` xyxy in
         original pixels, ``labels`` ``(N,)`` the group index within the sample, optional masks.
+        marks: for interactive segmentation, per batch sample the visual prompts its groups answer,
+        bool ``(G, h, w)`` in original pixels (or None): each group's best query is then the one that
+        agrees with its mark (``config.mark_agreement``; :func:`~.detection_post.mark_coverage`).
         """
         from .detection_loss import detection_loss
         from .detection_post import postprocess
@@ -263,5 +266,5 @@ class DetectionDecoder(TaskDecoder):
             losses = detection_loss(raw, [targets[r] for r in rows], inputs, self.config)
             loss = sum(losses.values())
         with torch.no_grad():
-            predictions = postprocess(raw, inputs, link, rows, self.config)
+            predictions = postprocess(raw, inputs, link, rows, self.config, marks)
         return DecoderOutput(loss=loss, losses=losses, predictions=predictions)

@@ -112,6 +112,64 @@ def test_matching_and_losses_on_a_hand_made_case(decoder):
                        inputs, decoder.config)
 
 
+def _two_candidates(decoder, with_masks: bool):
+    """A 128² picture, one group, and two queries: #3 scores 0.9 on the left half, #5 scores 0.6 on
+    the right half; every other query scores ~0."""
+    from visionllm2.model.decoders.detection import DetectorRaw
+
+    inputs = decoder.preprocess([np.zeros((128, 128, 3), np.uint8)])
+    q, (h, w) = decoder.config.num_queries, inputs.pixel_values.shape[-2:]
+    logits = torch.full((1, 1, q, 1), -9.0)
+    logits[0, 0, 3, 0], logits[0, 0, 5, 0] = float(torch.logit(torch.tensor(0.9))), float(torch.logit(torch.tensor(0.6)))
+    boxes = torch.tensor([0.5, 0.5, 0.1, 0.1]).repeat(1, 1, q, 1)
+    boxes[0, 0, 3], boxes[0, 0, 5] = torch.tensor([0.25, 0.5, 0.5, 1.0]), torch.tensor([0.75, 0.5, 0.5, 1.0])
+    masks = torch.full((1, 1, q, h // 4, w // 4), -5.0)
+    masks[0, 0, 3, :, : w // 8], masks[0, 0, 5, :, w // 8:] = 5.0, 5.0
+    raw = DetectorRaw(logits, boxes, masks if with_masks else None, logits[0], boxes[0], torch.ones(1, 1, dtype=torch.bool))
+    return raw, inputs, link_states([1])
+
+
+@pytest.mark.parametrize("with_masks", [True, False])
+def test_an_interactive_answer_is_the_query_that_covers_its_mark(decoder, with_masks):
+    from visionllm2.model.decoders.detection_post import postprocess
+
+    raw, inputs, link = _two_candidates(decoder, with_masks)
+    click = np.zeros((1, 128, 128), bool)
+    click[0, 60:63, 100:103] = True  # a dot on the right half
+    by_score = postprocess(raw, inputs, link, [0], decoder.config)[0]
+    by_mark = postprocess(raw, inputs, link, [0], decoder.config, marks=[click])[0]
+    assert by_score.best_boxes[0, 0] < 10 and by_score.best_scores[0] == pytest.approx(0.9)
+    assert by_mark.best_boxes[0, 0] > 60 and by_mark.best_scores[0] == pytest.approx(0.6)  # its own score, not a blend
+    if with_masks:
+        assert by_mark.best_masks[0, 61, 101] and not by_mark.best_masks[0, 61, 20]
+    assert torch.equal(by_mark.boxes, by_score.boxes)  # the ranked detections are untouched
+    nowhere = postprocess(raw, inputs, link, [0], decoder.config, marks=[np.zeros((1, 128, 128), bool)])[0]
+    assert nowhere.best_scores[0] == pytest.approx(0.9)  # a mark no query covers: the score decides
+    decoder.config.mark_agreement = False
+    assert postprocess(raw, inputs, link, [0], decoder.config, marks=[click])[0].best_scores[0] == pytest.approx(0.9)
+
+
+def test_a_mark_of_the_wrong_size_is_a_typed_error(decoder):
+    from visionllm2.model.decoders.detection_post import postprocess
+
+    raw, inputs, link = _two_candidates(decoder, True)
+    with pytest.raises(InvalidInputError, match=r"expected one bool mask per group, shape \(1, 128, 128\).*got \(2, 64, 64\)"):
+        postprocess(raw, inputs, link, [0], decoder.config, marks=[np.ones((2, 64, 64), bool)])
+
+
+def test_mark_coverage_reads_the_full_size_mask_without_building_it():
+    from visionllm2.model.decoders.detection_post import _masks_to_image, mark_coverage
+
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(size=(6, 20, 30)).astype(np.float32))  # 6 queries over a 120×80 picture
+    full = _masks_to_image(logits, (20, 30), (20, 30), (120, 80)).numpy()  # (6, 80, 120)
+    marks = np.zeros((2, 80, 120), bool)
+    marks[0, 10:30, 5:40], marks[1, 50:52, 60:90] = True, True  # under 1024 pixels each: every pixel is read
+    coverage = mark_coverage(marks, (120, 80), torch.zeros(6, 4), logits).numpy()
+    expected = np.stack([full[:, m].mean(-1) for m in marks], -1)
+    assert np.abs(coverage - expected).max() < 1e-6  # bilinear at the same points: the same pixels
+
+
 def test_mask_loss_points_gather_where_the_mask_is_uncertain():
     from visionllm2.model.decoders.detection_loss import _training_points
 
