@@ -7,7 +7,8 @@ product, not a training shortcut:
 - detection / segmentation: COCO bbox and mask AP (pycocotools) over the asked classes, ranking every
   detection above 0.01 as COCO does (the session's display threshold is restored after);
 - grounding: accuracy of the returned box at IoU ≥ 0.5;
-- interactive segmentation: mean mask IoU of the answer to each visual prompt;
+- interactive segmentation: mean mask IoU of the answer to each visual prompt, overall and per
+  kind of prompt (``point_mIoU``…);
 - pose: COCO keypoint AP (OKS) per figure kind;
 - VQA: exact match of the normalised answer, overall and per kind of question (``count_exact_match``…);
 - generation / editing: a classical checker of the asked colour, shape and place (an edit is judged
@@ -151,12 +152,14 @@ def marks_ious(masks: Masks, truth: np.ndarray) -> list[float]:
 
 
 def _interactive(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
-    ious = []
+    ious, by_prompt = [], defaultdict(list)
     for sample in samples:
         session.reset()
         masks = session.segment(prompts=[Mask(m) for _, m in sample.regions], image=sample.images[0]).masks
         ious += marks_ious(masks, sample.targets["gdino"].masks)
-    return mean_with_stderr("mIoU", ious)
+        by_prompt[sample.meta["prompt"]] += ious[-len(sample.regions):]
+    per_prompt = {f"{kind}_mIoU": float(np.mean(values)) for kind, values in sorted(by_prompt.items())}
+    return {**mean_with_stderr("mIoU", ious), **per_prompt}
 
 
 def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:

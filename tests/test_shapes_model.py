@@ -94,6 +94,16 @@ def test_a_click_on_each_of_four_objects_segments_each_object(session):
     assert min(ious) >= 0.8, ious  # 0.97, 0.86, 0.97, 0.98
 
 
+def test_eval_scores_interactive_segmentation_per_kind_of_prompt(session):
+    from visionllm2.recipes.evaluate import evaluate
+
+    metrics = evaluate(session, ["interactive"], count=12).metrics["interactive"]
+    per_prompt = {k: v for k, v in metrics.items() if k.endswith("_mIoU")}
+    assert set(per_prompt) <= {"point_mIoU", "box_mIoU", "scribble_mIoU", "mask_mIoU"} and len(per_prompt) >= 2
+    assert min(per_prompt.values()) <= metrics["mIoU"] <= max(per_prompt.values())
+    assert metrics["mIoU"] >= 0.75, metrics  # 0.874 over 300 (0.631 choosing by score alone)
+
+
 @pytest.mark.parametrize("kind", ["person", "dog"])
 def test_held_out_figures_keypoints_reach_oks_ap50(session, kind):
     from visionllm2.model.data.figures import FIGURE_KEYPOINTS, render_figures
