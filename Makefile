@@ -30,7 +30,8 @@ CPU_TORCH := torch==2.13.0
 # denoisers' text encoders by regression over 3_generation_w's model (3_generation_fit); the [EDIT]
 # denoiser trained on edits alone (0y, 0ze) around the [GEN] one (0z, 0zg), and both links fitted
 # again (3_generation_fit_zg; 3_generation_fit_z, the release before's, is no longer run), whose [GEN]
-# and [EDIT] decoders grafted onto candidate_d, with their guidance and sampler set, are the shipped model.
+# and [EDIT] decoders grafted onto candidate_d, with their guidance and sampler set and the
+# detector's duplicates softened, are the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
@@ -38,6 +39,8 @@ SHAPES_SCORE_THRESHOLD := 0.25
 # The denoisers' guidance and [GEN]'s sampler, picked on held-out samples `eval` does not score
 # (`bench/edit_probe.py`, `bench/generation_probe.py --first 1000`; the card says what each gave).
 SHAPES_GUIDANCE := --guidance-scale sd=2 --guidance-scale ip2p=2.5 --sampler sd=DDPMScheduler:50
+# Soft-NMS of the detector's repeats, picked the same way (`bench/detection_probe.py --first 1000`).
+SHAPES_DUPLICATE_DECAY := 0.5
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
 SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d 0w 0x 3_generation_fit 0y 0z 0ze 0zg 3_generation_fit_zg
@@ -78,7 +81,8 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_n $(SHAPES_RUNS)/stage3_detector_256d/model $(SHAPES_RUNS)/candidate_d \
 		--decoder gdino --score-threshold $(SHAPES_SCORE_THRESHOLD)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_fit_zg/model model/weights/shapes \
-		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD) $(SHAPES_GUIDANCE)
+		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD) $(SHAPES_GUIDANCE) \
+		--duplicate-decay $(SHAPES_DUPLICATE_DECAY)
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
 clean:

@@ -133,6 +133,11 @@ class DetectionConfig:
     max_detections: int = 100
     score_threshold: float = 0.3
     mask_threshold: float = 0.0          # mask logit above which a pixel belongs to the object (SAM's)
+    # Soft-NMS over the top detections, whatever their class: one overlapping a higher-scoring one
+    # above duplicate_iou keeps duplicate_decay of its score. 1 (off) keeps DINO's own output, as the
+    # official models are scored; a small model that says one object twice ships with it lower.
+    duplicate_iou: float = 0.5
+    duplicate_decay: float = 1.0
     # Interactive segmentation: each mark's answer is the query ranked by score × the share of the
     # mark it covers, not by score alone (an answer away from the user's click is never the one meant).
     mark_agreement: bool = True

@@ -270,6 +270,9 @@ def attach(
         help="Graft this decoder (repeat for several), replacing BASE's own; default: those only DONOR has.")] = None,
     score_threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Display threshold written for the detection and pose decoders.")] = None,
+    duplicate_decay: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Soft-NMS written for the detection decoder: a detection overlapping a higher-scoring "
+                               "one (box IoU above 0.5) keeps this share of its score; 1: off, 0: plain NMS.")] = None,
     guidance_scale: Annotated[list[str] | None, typer.Option(
         help="A denoiser's classifier-free guidance written to its config, as DECODER=SCALE "
              "(e.g. sd=2 ip2p=2.5; repeat for each).")] = None,
@@ -281,8 +284,9 @@ def attach(
 
     By default the decoders BASE lacks (stage 0's denoisers); with --decoder, the named ones, e.g. a
     pose decoder trained further in its own run from the same stage-2 model. --score-threshold,
-    --guidance-scale and --sampler write the settings a model ships with (picked on held-out samples
-    that `eval` does not score: `bench/edit_probe.py` / `bench/generation_probe.py --first 1000`)."""
+    --duplicate-decay, --guidance-scale and --sampler write the settings a model ships with (picked on
+    held-out samples that `eval` does not score: `bench/detection_probe.py`, `bench/edit_probe.py`,
+    `bench/generation_probe.py`, each with `--first 1000`)."""
     import torch
 
     from visionllm2.model.training.stages import attach_decoders
@@ -299,6 +303,11 @@ def attach(
         for part in (merged.config.detection, merged.config.pose):
             if part is not None:
                 part.score_threshold = score_threshold
+    if duplicate_decay is not None:
+        if merged.config.detection is None:
+            console.print("[red]attach: --duplicate-decay: the combined model has no detection decoder[/red]")
+            raise typer.Exit(2)
+        merged.config.detection.duplicate_decay = duplicate_decay
     try:
         for setting in guidance_scale or []:
             part, part.guidance_scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE",

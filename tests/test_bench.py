@@ -40,3 +40,18 @@ def test_interactive_probe_prints_both_ways_of_choosing_each_marks_answer():
             for row in result.stdout.splitlines() if row.startswith("│")}
     first_turn = rows["mIoU, first turn (3 samples)"]
     assert all(0.0 <= float(value) <= 1.0 for value in first_turn + rows["mIoU, after a detection turn"])
+
+
+def test_detection_probe_prints_each_decay_and_refuses_a_bad_one():
+    result = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--samples", "4", "--first", "1000",
+                             "--decay", "1,0.5"], check=False, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "detection, 4 held-out samples from 1000: shapes" in result.stdout
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row[0] for row in rows] == ["1", "0.5"]
+    assert all(0.0 <= float(value) <= 1.0 for row in rows for value in row[1:3])
+    assert float(rows[1][3]) <= float(rows[0][3])  # softened repeats fall below the display threshold
+    bad = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--decay", "2"], check=False,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "expected decays between 0 and 1" in bad.stderr

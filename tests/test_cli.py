@@ -132,12 +132,13 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     donor.save_pretrained(str(tmp_path / "donor"))
     out = tmp_path / "out"
     result = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(out),
-                                 "--decoder", "unipose", "--score-threshold", "0.2",
+                                 "--decoder", "unipose", "--score-threshold", "0.2", "--duplicate-decay", "0.5",
                                  "--guidance-scale", "sd=2", "--guidance-scale", "ip2p=2.5",
                                  "--sampler", "sd=DDPMScheduler:50"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
+    assert config["detection"]["duplicate_decay"] == 0.5 and config["detection"]["duplicate_iou"] == 0.5
     assert config["generation"]["guidance_scale"] == 2.0 and config["editing"]["guidance_scale"] == 2.5
     assert (config["generation"]["scheduler"], config["generation"]["num_inference_steps"]) == ("DDPMScheduler", 50)
     untouched = GenerationConfig.tiny(edit=True)
@@ -152,6 +153,9 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
         said = " ".join(wrong.output.split())  # rich wraps at the terminal's width
         assert wrong.exit_code == 2 and f"DECODER={form}" in said and f"got '{bad}'" in said, said
         assert not (tmp_path / "no").exists()
+    wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
+                                "--duplicate-decay", "1.5"])
+    assert wrong.exit_code == 2 and not (tmp_path / "no").exists()
     merged = VisionLLMv2.from_pretrained(str(out))
     assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(merged.gdino.parameters(), base.gdino.parameters()))

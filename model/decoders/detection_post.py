@@ -9,6 +9,7 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.loss.loss_for_object_detection import box_iou
 
 from ..config import DetectionConfig
 from ..errors import InvalidInputError
@@ -117,11 +118,31 @@ def _checked_marks(marks, groups: int, size: tuple[int, int]) -> np.ndarray:
     return marks
 
 
+def soften_duplicates(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, decay: float) -> torch.Tensor:
+    """Scores ``(K,)`` of detections ``(K, 4)`` xyxy after a soft non-maximum suppression (Soft-NMS,
+    Bodla et al. 2017, with a step): greedily, the highest-scoring detection not yet taken is taken,
+    and each one left that overlaps it above ``iou_threshold`` keeps ``decay`` of its score.
+
+    Class-agnostic: one object is one thing, so the same box under a second class is a duplicate as
+    well. Decayed, not dropped, a duplicate that was right after all still ranks, lower (``decay``
+    0 is plain NMS, 1 changes nothing)."""
+    if decay >= 1 or len(scores) < 2:
+        return scores
+    overlap = box_iou(boxes.float(), boxes.float())[0].nan_to_num(0.0)  # (K, K); empty boxes overlap nothing
+    scores, left = scores.clone(), torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+    for _ in range(len(scores)):
+        taken = torch.where(left, scores, -1.0).argmax()
+        left[taken] = False
+        scores[left & (overlap[taken] > iou_threshold)] *= decay
+    return scores
+
+
 def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows: list[int],
                 config: DetectionConfig, marks: Sequence[np.ndarray | torch.Tensor | None] | None = None,
                 ) -> list[DetectionPrediction]:
-    """Each row's top detections, and each group's best query: by score, or — with ``marks[row]``
-    given and ``config.mark_agreement`` on — by score × (:func:`mark_coverage` + a small floor)."""
+    """Each row's top detections (duplicates softened: :func:`soften_duplicates`), and each group's
+    best query: by score, or — with ``marks[row]`` given and ``config.mark_agreement`` on — by score ×
+    (:func:`mark_coverage` + a small floor)."""
     out = []
     padded = tuple(inputs.pixel_values.shape[-2:])
     for i, row in enumerate(rows):
@@ -131,6 +152,9 @@ def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows
         boxes = boxes_to_pixels(raw.boxes[-1, i].float(), inputs.original[i])  # (Q, 4)
         k = min(config.max_detections, probs.numel())
         scores, flat = probs.flatten().topk(k)
+        scores = soften_duplicates(boxes[flat // groups], scores, config.duplicate_iou, config.duplicate_decay)
+        scores, order = scores.sort(descending=True)
+        flat = flat[order]
         keep = scores >= config.score_threshold
         scores, flat = scores[keep], flat[keep]
         queries, group_of = flat // groups, flat % groups

@@ -170,6 +170,32 @@ def test_mark_coverage_reads_the_full_size_mask_without_building_it():
     assert np.abs(coverage - expected).max() < 1e-6  # bilinear at the same points: the same pixels
 
 
+def test_duplicates_keep_a_share_of_their_score_whatever_their_class():
+    from visionllm2.model.decoders.detection_post import soften_duplicates
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 11], [1, 0, 11, 10], [50, 50, 60, 60], [3, 3, 3, 3]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])  # #1, #2 repeat #0; #3 is elsewhere; #4 is empty
+    softened = soften_duplicates(boxes, scores, 0.5, 0.5)
+    # #1 overlaps #0 (IoU 0.91): 0.4. #2 overlaps #0 (0.82) and then #1 (0.75), taken before it: 0.175.
+    assert softened.tolist() == pytest.approx([0.9, 0.4, 0.175, 0.6, 0.5])
+    assert soften_duplicates(boxes, scores, 0.5, 0.0).tolist() == pytest.approx([0.9, 0.0, 0.0, 0.6, 0.5])  # NMS
+    assert torch.equal(soften_duplicates(boxes, scores, 0.5, 1.0), scores)  # off
+    assert torch.equal(soften_duplicates(boxes, scores, 0.95, 0.5), scores)  # nothing overlaps that much
+    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])  # the input is left as it was
+
+
+def test_softened_detections_come_out_ranked_by_their_new_scores(decoder):
+    link, image = link_states([3]), [np.random.default_rng(1).integers(0, 255, (100, 150, 3), dtype=np.uint8)]
+    decoder.config.score_threshold = 0.0
+    plain = decoder(link, image).predictions[0]
+    decoder.config.duplicate_decay = 0.5
+    softened = decoder(link, image).predictions[0]
+    assert bool((softened.scores[:-1] >= softened.scores[1:]).all())
+    assert softened.scores.sum() < plain.scores.sum()  # a random detector repeats itself: some scores fell
+    assert softened.scores[0].item() == pytest.approx(plain.scores[0].item())  # the top one stays
+    assert torch.equal(softened.best_scores, plain.best_scores)  # each group's best query is not a duplicate's business
+
+
 def test_mask_loss_points_gather_where_the_mask_is_uncertain():
     from visionllm2.model.decoders.detection_loss import _training_points
 

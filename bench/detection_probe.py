@@ -1,0 +1,107 @@
+"""What soft suppression of duplicates does to detection: COCO AP and what a user sees, per decay.
+
+The detector (DINO-style, one score per query and class) may say one object twice: the same box
+under two classes ("green hexagon" and "green triangle"), or two queries on one object. COCO AP
+counts every repeat as a false positive of its class. The detection config's ``duplicate_decay``
+keeps that share of a repeat's score (:func:`~visionllm2.model.decoders.detection_post.soften_duplicates`:
+class-agnostic, box IoU above ``duplicate_iou``). This probe detects each held-out sample once,
+with nothing softened, then softens the same detections at each decay and prints:
+
+- bbox AP50 and AP (pycocotools, every detection above 0.01, as ``visionllm2 eval`` ranks them);
+- detections per picture above the model's display threshold, and how many of those are repeats
+  (a box at IoU > 0.5 with a higher-scoring one): what ``session.detect`` shows.
+
+Run: ``python bench/detection_probe.py [--model shapes] [--samples 300] [--first 1000] [--decay 1,0.5,0]``.
+``visionllm2 eval`` scores held-out indices from 0, so pick a decay on others and confirm it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.model.decoders.detection_eval import CocoEvaluator
+from visionllm2.model.decoders.detection_post import soften_duplicates
+from visionllm2.recipes.evaluate import EVAL_SCORE_THRESHOLD, box_iou
+from visionllm2.sdk import Session
+
+
+def detect_once(session: Session, samples) -> list[tuple]:
+    """Each sample's (picture size, true boxes, true labels, boxes, scores, labels), nothing softened."""
+    config = session.model.config.detection
+    saved = config.duplicate_decay, config.score_threshold
+    config.duplicate_decay, config.score_threshold = 1.0, EVAL_SCORE_THRESHOLD
+    rows = []
+    try:
+        for sample in samples:
+            session.reset()
+            asked, truth = sample.meta["asked"], sample.targets["gdino"]
+            boxes = session.detect(asked, image=sample.images[0]).boxes
+            rows.append((sample.images[0].size, truth.boxes, [asked[i] for i in truth.labels.tolist()],
+                         boxes.xyxy, boxes.scores, list(boxes.labels)))
+    finally:
+        config.duplicate_decay, config.score_threshold = saved
+    return rows
+
+
+def repeats(xyxy: np.ndarray) -> int:
+    """Boxes (ranked by score) that overlap a higher-ranked one at IoU > 0.5."""
+    return sum(any(box_iou(xyxy[k], xyxy[j]) > 0.5 for j in range(k)) for k in range(1, len(xyxy)))
+
+
+def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[str, float]:
+    evaluator, per_picture, repeated = CocoEvaluator(("bbox",)), [], []
+    for size, true_boxes, true_labels, xyxy, scores, labels in rows:
+        new = soften_duplicates(torch.from_numpy(xyxy), torch.from_numpy(scores), iou, decay).numpy()
+        order = np.argsort(-new, kind="stable")
+        xyxy, new, labels = xyxy[order], new[order], [labels[k] for k in order]
+        evaluator.add(size, true_boxes, true_labels, xyxy, new, labels)
+        visible = new >= shown
+        per_picture.append(int(visible.sum()))
+        repeated.append(repeats(xyxy[visible]))
+    metrics = evaluator.compute()
+    return {"AP50": metrics["bbox_AP50"], "AP": metrics["bbox_AP"], "shown": float(np.mean(per_picture)),
+            "repeats": float(np.mean(repeated))}
+
+
+def decays(text: str) -> list[float]:
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected decays between 0 and 1, comma-separated; got {text!r}")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--first", type=int, default=0,
+                        help="first held-out index (eval scores 0 onward: pick settings on others, e.g. 1000)")
+    parser.add_argument("--decay", type=decays, default=[1.0, 0.7, 0.5, 0.3, 0.0],
+                        help="duplicate decays to compare, comma-separated (1: off, 0: plain NMS)")
+    args = parser.parse_args(argv)
+    session = Session.from_pretrained(args.model)
+    config = session.model.config.detection
+    world = ShapesWorld(session.processor, "heldout")
+    samples = [s for s in (world.sample(i, "detect") for i in range(args.first, args.first + args.samples))
+               if s.task == "detect"]
+    rows = detect_once(session, samples)
+    table = Table(title=f"detection, {len(rows)} held-out samples from {args.first}: {args.model} "
+                        f"(duplicates at box IoU > {config.duplicate_iou}; shipped decay {config.duplicate_decay})")
+    for column in ("decay", "bbox AP50", "bbox AP", f"shown per picture (≥ {config.score_threshold})", "of them repeats"):
+        table.add_column(column, justify="right")
+    for decay in args.decay:
+        result = softened(rows, decay, config.duplicate_iou, config.score_threshold)
+        table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['AP']:.3f}", f"{result['shown']:.2f}",
+                      f"{result['repeats']:.2f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
