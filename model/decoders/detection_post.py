@@ -22,7 +22,8 @@ class DetectionPrediction:
     """One image's detections. Coordinates: xyxy pixels of the original image.
 
     boxes ``(K, 4)``, scores ``(K,)``, groups ``(K,)`` (index into ``labels``), masks ``(K, H, W)`` bool
-    or None: the top detections over all groups above the score threshold (``[DET]``/``[SEG]``).
+    or None: the top detections over all groups above the score threshold (``[DET]``/``[SEG]``), ranked
+    by their scores after :func:`soften_duplicates` (unchanged with ``duplicate_decay`` 1).
     best_boxes ``(G, 4)``, best_scores ``(G,)``, best_masks ``(G, H, W)`` or None: the single best
     query of each group (``[GRD]``), or for interactive segmentation with its marks given, the query
     that best agrees with each group's mark (:func:`mark_coverage`).
