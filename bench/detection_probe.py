@@ -11,7 +11,11 @@ with nothing softened, then softens the same detections at each decay and prints
 - detections per picture above the model's display threshold, and how many of those are repeats
   (a box at IoU > 0.5 with a higher-scoring one): what ``session.detect`` shows.
 
-Run: ``python bench/detection_probe.py [--model shapes] [--samples 300] [--first 1000] [--decay 1,0.5,0]``.
+A second table asks how far grounding is from right: how often the true box (IoU ≥ 0.5) is the
+``[GRD]`` group's best query, as ``session.ground`` answers, or among its best 2, 3 or 5.
+
+Run: ``python bench/detection_probe.py [--model shapes] [--samples 300] [--first 1000] [--decay 1,0.5,0]
+[--ground-samples 300]``.
 ``visionllm2 eval`` scores held-out indices from 0, so pick a decay on others and confirm it there.
 """
 
@@ -27,7 +31,7 @@ from rich.table import Table
 
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
-from visionllm2.model.decoders.detection_post import soften_duplicates
+from visionllm2.model.decoders.detection_post import boxes_to_pixels, soften_duplicates
 from visionllm2.recipes.evaluate import EVAL_SCORE_THRESHOLD, box_iou
 from visionllm2.sdk import Session
 
@@ -70,6 +74,34 @@ def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[
             "repeats": float(np.mean(repeated))}
 
 
+def grounding_ranks(session: Session, samples, ranks: Sequence[int]) -> dict[int, float]:
+    """Share of expressions whose true box is among the ``[GRD]`` group's best k queries, per k."""
+    decoder, captured = session.model.decoders()["gdino"], []
+    run = decoder.run
+
+    def recording(inputs, text, group_mask):  # the raw per-query outputs the prediction is cut from
+        raw = run(inputs, text, group_mask)
+        captured.append((raw, inputs))
+        return raw
+
+    decoder.run = recording
+    found = dict.fromkeys(ranks, 0)
+    try:
+        for sample in samples:
+            session.reset()
+            captured.clear()
+            session.ground(sample.meta["expression"], image=sample.images[0])
+            raw, inputs = captured[-1]
+            order = raw.logits[-1, 0, :, 0].argsort(descending=True)  # one group: the expression
+            boxes = boxes_to_pixels(raw.boxes[-1, 0].float(), inputs.original[0])[order].numpy()
+            hits = [box_iou(box, sample.meta["box"]) >= 0.5 for box in boxes[: max(ranks)]]
+            for k in ranks:
+                found[k] += any(hits[:k])
+    finally:
+        decoder.run = run
+    return {k: found[k] / max(len(samples), 1) for k in ranks}
+
+
 def decays(text: str) -> list[float]:
     values = [float(v) for v in text.split(",") if v.strip()]
     if not values or not all(0.0 <= v <= 1.0 for v in values):
@@ -85,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="first held-out index (eval scores 0 onward: pick settings on others, e.g. 1000)")
     parser.add_argument("--decay", type=decays, default=[1.0, 0.7, 0.5, 0.3, 0.0],
                         help="duplicate decays to compare, comma-separated (1: off, 0: plain NMS)")
+    parser.add_argument("--ground-samples", type=int, default=300, help="grounding samples for the rank table (0: none)")
     args = parser.parse_args(argv)
     session = Session.from_pretrained(args.model)
     config = session.model.config.detection
@@ -101,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['AP']:.3f}", f"{result['shown']:.2f}",
                       f"{result['repeats']:.2f}")
     Console().print(table)
+    if args.ground_samples > 0:
+        grounding = [s for s in (world.sample(i, "ground") for i in range(args.first, args.first + args.ground_samples))
+                     if s.task == "ground"]
+        ranks = grounding_ranks(session, grounding, (1, 2, 3, 5))
+        table = Table(title=f"grounding, {len(grounding)} held-out expressions from {args.first}: the true box among "
+                            "the [GRD] group's best k queries")
+        for k in ranks:
+            table.add_column(f"k = {k}" + (" (the answer)" if k == 1 else ""), justify="right")
+        table.add_row(*(f"{share:.3f}" for share in ranks.values()))
+        Console().print(table)
 
 
 if __name__ == "__main__":
