@@ -398,7 +398,12 @@ class Session:
 
     def segment(self, classes: Sequence[str] | None = None, prompts: Sequence[Any] = (),
                 image: ImageLike | str | None = None, examples: Sequence[tuple[Any, Any]] = ()) -> Turn:
-        """Instance masks of classes, or the masks of objects marked by visual prompts / examples."""
+        """Instance masks of classes, or the masks of objects marked by visual prompts / examples.
+
+        Each visual prompt gets one mask (``Masks`` in prompt order): the object the model scores for
+        that prompt's group, among those whose mask covers the mark (``mark_agreement`` in the
+        detection config: score × the share of the mark covered). Examples mark other pictures,
+        so their answers are by score alone."""
         if classes:
             classes = _names(classes, "classes")
             answer = templates.group_answer(self.processor, T.SEG, classes)
