@@ -156,6 +156,13 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
                                 "--duplicate-decay", "1.5"])
     assert wrong.exit_code == 2 and not (tmp_path / "no").exists()
+    no_detector = VisionLLMv2.from_config(replace(VisionLLMv2Config.preset("tiny"), detection=None), None, Tokenizer.builtin())
+    no_detector.save_pretrained(str(tmp_path / "no_detector"))
+    wrong = runner.invoke(app, ["attach", str(tmp_path / "no_detector"), str(tmp_path / "no_detector"), str(tmp_path / "no"),
+                                "--decoder", "unipose", "--duplicate-decay", "0.5"])
+    said = " ".join(wrong.output.split())
+    assert wrong.exit_code == 2 and "--duplicate-decay: the combined model has no detection decoder" in said, said
+    assert not (tmp_path / "no").exists()
     merged = VisionLLMv2.from_pretrained(str(out))
     assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(merged.gdino.parameters(), base.gdino.parameters()))
