@@ -1,4 +1,4 @@
-"""What soft suppression of duplicates does to detection: COCO AP and what a user sees, per decay.
+"""What soft suppression of repeats does to detection and pose: COCO AP and what a user sees, per decay.
 
 The detector (DINO-style, one score per query and class) may say one object twice: the same box
 under two classes ("green hexagon" and "green triangle"), or two queries on one object. COCO AP
@@ -11,11 +11,13 @@ with nothing softened, then softens the same detections at each decay and prints
 - detections per picture above the model's display threshold, and how many of those are repeats
   (a box at IoU > 0.5 with a higher-scoring one): what ``session.detect`` shows.
 
-A second table asks how far grounding is from right: how often the true box (IoU ≥ 0.5) is the
+The pose decoder (UniPose-style) repeats figures the same way; a second table gives its OKS AP50,
+figures shown and repeats per decay (its config's own ``duplicate_decay``). A third asks how far
+grounding is from right: how often the true box (IoU ≥ 0.5) is the
 ``[GRD]`` group's best query, as ``session.ground`` answers, or among its best 2, 3 or 5.
 
 Run: ``python bench/detection_probe.py [--model shapes] [--samples 300] [--first 1000] [--decay 1,0.5,0]
-[--ground-samples 300]``.
+[--pose-samples 200] [--ground-samples 300]``.
 ``visionllm2 eval`` scores held-out indices from 0, so pick a decay on others and confirm it there.
 """
 
@@ -32,6 +34,7 @@ from rich.table import Table
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.detection_post import boxes_to_pixels, soften_duplicates
+from visionllm2.model.decoders.pose_eval import PoseEvaluator
 from visionllm2.recipes.evaluate import EVAL_SCORE_THRESHOLD, box_iou
 from visionllm2.sdk import Session
 
@@ -72,6 +75,38 @@ def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[
     metrics = evaluator.compute()
     return {"AP50": metrics["bbox_AP50"], "AP": metrics["bbox_AP"], "shown": float(np.mean(per_picture)),
             "repeats": float(np.mean(repeated))}
+
+
+def pose_once(session: Session, samples) -> list[tuple]:
+    """Each figure scene's (sample, boxes, keypoints, scores), nothing softened, every instance ≥ 0.01."""
+    config = session.model.config.pose
+    saved = config.duplicate_decay, config.score_threshold
+    config.duplicate_decay, config.score_threshold = 1.0, EVAL_SCORE_THRESHOLD
+    rows = []
+    try:
+        for sample in samples:
+            session.reset()
+            poses = session.pose([sample.meta["kind"]], keypoints=sample.meta["keypoint_names"], image=sample.images[0]).poses
+            rows.append((sample, poses.boxes, poses.keypoints, poses.scores))
+    finally:
+        config.duplicate_decay, config.score_threshold = saved
+    return rows
+
+
+def pose_softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[str, float]:
+    by_kind: dict[str, PoseEvaluator] = {}  # OKS AP is per figure kind, as `visionllm2 eval` scores it
+    per_picture, repeated = [], []
+    for sample, boxes, keypoints, scores in rows:
+        new = soften_duplicates(torch.from_numpy(boxes), torch.from_numpy(scores), iou, decay).numpy()
+        kind, truth = sample.meta["kind"], sample.targets["unipose"]
+        by_kind.setdefault(kind, PoseEvaluator(sample.meta["keypoint_names"])).add(
+            sample.images[0].size, truth.boxes, truth.keypoints, [kind] * len(truth.boxes),
+            boxes, keypoints, new, [kind] * len(boxes))
+        visible = np.argsort(-new, kind="stable")[: int((new >= shown).sum())]
+        per_picture.append(len(visible))
+        repeated.append(repeats(boxes[visible]))
+    return {"AP50": float(np.mean([e.compute()["keypoints_AP50"] for e in by_kind.values()])),
+            "shown": float(np.mean(per_picture)), "repeats": float(np.mean(repeated))}
 
 
 def grounding_ranks(session: Session, samples, ranks: Sequence[int]) -> dict[int, float]:
@@ -117,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="first held-out index (eval scores 0 onward: pick settings on others, e.g. 1000)")
     parser.add_argument("--decay", type=decays, default=[1.0, 0.7, 0.5, 0.3, 0.0],
                         help="duplicate decays to compare, comma-separated (1: off, 0: plain NMS)")
+    parser.add_argument("--pose-samples", type=int, default=200, help="figure scenes for the pose table (0: none)")
     parser.add_argument("--ground-samples", type=int, default=300, help="grounding samples for the rank table (0: none)")
     args = parser.parse_args(argv)
     session = Session.from_pretrained(args.model)
@@ -134,6 +170,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['AP']:.3f}", f"{result['shown']:.2f}",
                       f"{result['repeats']:.2f}")
     Console().print(table)
+    if args.pose_samples > 0:
+        pose = session.model.config.pose
+        rows = pose_once(session, [world.sample(i, "pose") for i in range(args.first, args.first + args.pose_samples)])
+        table = Table(title=f"pose, {len(rows)} held-out figure scenes from {args.first} (shipped decay {pose.duplicate_decay})")
+        for column in ("decay", "OKS AP50", f"shown per picture (≥ {pose.score_threshold})", "of them repeats",
+                       "true figures per picture"):
+            table.add_column(column, justify="right")
+        figures = np.mean([len(sample.targets["unipose"].boxes) for sample, *_ in rows])
+        for decay in args.decay:
+            result = pose_softened(rows, decay, pose.duplicate_iou, pose.score_threshold)
+            table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['shown']:.2f}", f"{result['repeats']:.2f}",
+                          f"{figures:.2f}")
+        Console().print(table)
     if args.ground_samples > 0:
         grounding = [s for s in (world.sample(i, "ground") for i in range(args.first, args.first + args.ground_samples))
                      if s.task == "ground"]

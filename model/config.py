@@ -200,6 +200,9 @@ class PoseConfig:
     # post-processing
     max_detections: int = 50
     score_threshold: float = 0.3
+    # Soft-NMS over the top instances, as DetectionConfig's: 1 (off) keeps UniPose's own output.
+    duplicate_iou: float = 0.5
+    duplicate_decay: float = 1.0
 
     @classmethod
     def tiny(cls) -> PoseConfig:

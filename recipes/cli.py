@@ -271,8 +271,8 @@ def attach(
     score_threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Display threshold written for the detection and pose decoders.")] = None,
     duplicate_decay: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Soft-NMS written for the detection decoder: a detection overlapping a higher-scoring "
-                               "one (box IoU above 0.5) keeps this share of its score; 1: off, 0: plain NMS.")] = None,
+        min=0.0, max=1.0, help="Soft-NMS written for the detection and pose decoders: an instance overlapping a "
+                               "higher-scoring one (box IoU above 0.5) keeps this share of its score; 1: off, 0: plain NMS.")] = None,
     guidance_scale: Annotated[list[str] | None, typer.Option(
         help="A denoiser's classifier-free guidance written to its config, as DECODER=SCALE "
              "(e.g. sd=2 ip2p=2.5; repeat for each).")] = None,
@@ -304,10 +304,12 @@ def attach(
             if part is not None:
                 part.score_threshold = score_threshold
     if duplicate_decay is not None:
-        if merged.config.detection is None:
-            console.print("[red]attach: --duplicate-decay: the combined model has no detection decoder[/red]")
+        parts = [part for part in (merged.config.detection, merged.config.pose) if part is not None]
+        if not parts:
+            console.print("[red]attach: --duplicate-decay: the combined model has no detection or pose decoder[/red]")
             raise typer.Exit(2)
-        merged.config.detection.duplicate_decay = duplicate_decay
+        for part in parts:
+            part.duplicate_decay = duplicate_decay
     try:
         for setting in guidance_scale or []:
             part, part.guidance_scale = denoiser_setting(merged, setting, "--guidance-scale", "SCALE",

@@ -44,12 +44,15 @@ def test_interactive_probe_prints_both_ways_of_choosing_each_marks_answer():
 
 def test_detection_probe_prints_each_decay_and_refuses_a_bad_one():
     result = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--samples", "4", "--first", "1000",
-                             "--decay", "1,0.5", "--ground-samples", "4"], check=False, capture_output=True, text=True,
+                             "--decay", "1,0.5", "--pose-samples", "3", "--ground-samples", "4"], check=False,
+                            capture_output=True, text=True,
                             timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "detection, 4 held-out samples from 1000: shapes" in result.stdout
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
-    *rows, ranks = rows
+    *rows, pose_1, pose_half, ranks = rows
+    assert "pose, 3 held-out figure scenes from 1000" in result.stdout
+    assert [pose_1[0], pose_half[0]] == ["1", "0.5"] and float(pose_half[2]) <= float(pose_1[2])
     assert "grounding, 4 held-out expressions from 1000" in result.stdout and "k = 1 (the answer)" in result.stdout
     assert [float(share) for share in ranks] == sorted(float(share) for share in ranks)  # more queries, more found
     assert [row[0] for row in rows] == ["1", "0.5"]

@@ -139,6 +139,7 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     config = json.loads((out / "config.json").read_text())
     assert config["detection"]["score_threshold"] == 0.2 and config["pose"]["score_threshold"] == 0.2
     assert config["detection"]["duplicate_decay"] == 0.5 and config["detection"]["duplicate_iou"] == 0.5
+    assert config["pose"]["duplicate_decay"] == 0.5
     assert config["generation"]["guidance_scale"] == 2.0 and config["editing"]["guidance_scale"] == 2.5
     assert (config["generation"]["scheduler"], config["generation"]["num_inference_steps"]) == ("DDPMScheduler", 50)
     untouched = GenerationConfig.tiny(edit=True)
@@ -156,12 +157,13 @@ def test_attach_grafts_a_named_decoder_and_writes_the_display_settings(tmp_path)
     wrong = runner.invoke(app, ["attach", str(tmp_path / "base"), str(tmp_path / "donor"), str(tmp_path / "no"),
                                 "--duplicate-decay", "1.5"])
     assert wrong.exit_code == 2 and not (tmp_path / "no").exists()
-    no_detector = VisionLLMv2.from_config(replace(VisionLLMv2Config.preset("tiny"), detection=None), None, Tokenizer.builtin())
-    no_detector.save_pretrained(str(tmp_path / "no_detector"))
-    wrong = runner.invoke(app, ["attach", str(tmp_path / "no_detector"), str(tmp_path / "no_detector"), str(tmp_path / "no"),
-                                "--decoder", "unipose", "--duplicate-decay", "0.5"])
+    no_decoders = VisionLLMv2.from_config(replace(VisionLLMv2Config.preset("tiny"), detection=None, pose=None), None,
+                                          Tokenizer.builtin())
+    no_decoders.save_pretrained(str(tmp_path / "no_decoders"))
+    wrong = runner.invoke(app, ["attach", str(tmp_path / "no_decoders"), str(tmp_path / "no_decoders"), str(tmp_path / "no"),
+                                "--duplicate-decay", "0.5"])
     said = " ".join(wrong.output.split())
-    assert wrong.exit_code == 2 and "--duplicate-decay: the combined model has no detection decoder" in said, said
+    assert wrong.exit_code == 2 and "--duplicate-decay: the combined model has no detection or pose decoder" in said, said
     assert not (tmp_path / "no").exists()
     merged = VisionLLMv2.from_pretrained(str(out))
     assert all(torch.equal(a, b) for a, b in zip(merged.unipose.parameters(), donor.unipose.parameters()))

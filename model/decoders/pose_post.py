@@ -8,7 +8,7 @@ import torch
 
 from ..config import PoseConfig
 from .detection import DetectorInputs
-from .detection_post import boxes_to_pixels
+from .detection_post import boxes_to_pixels, soften_duplicates
 
 
 @dataclass
@@ -17,7 +17,8 @@ class PosePrediction:
 
     boxes ``(K, 4)`` xyxy, scores ``(K,)``, classes ``(K,)`` (index into ``labels``), keypoints
     ``(K, J, 3)`` as x, y, score (the keypoint's visibility probability); the top instances over all
-    classes above the score threshold. labels: the object-class names, keypoint_names: the keypoint
+    classes above the score threshold, ranked by their scores after
+    :func:`~visionllm2.model.decoders.detection_post.soften_duplicates` (unchanged with ``duplicate_decay`` 1). labels: the object-class names, keypoint_names: the keypoint
     names (both from the answer); sample: the batch row; image_size: (w, h).
     """
 
@@ -40,6 +41,10 @@ def postprocess(raw, inputs: DetectorInputs, tokens, config: PoseConfig) -> list
         probs = raw.logits[-1, i, :, :c].sigmoid().float()  # (N, C)
         k = min(config.max_detections, probs.numel())
         scores, flat = probs.flatten().topk(k)
+        boxes = boxes_to_pixels(raw.boxes[-1, i].float(), size)  # (N, 4)
+        scores = soften_duplicates(boxes[flat // c], scores, config.duplicate_iou, config.duplicate_decay)
+        scores, order = scores.sort(descending=True)
+        flat = flat[order]
         keep = scores >= config.score_threshold
         scores, flat = scores[keep], flat[keep]
         instances, classes = flat // c, flat % c
@@ -47,7 +52,7 @@ def postprocess(raw, inputs: DetectorInputs, tokens, config: PoseConfig) -> list
         visibility = raw.keypoint_logits[-1, i, instances, :j].sigmoid().float()[..., None]  # (K, J, 1)
         out.append(PosePrediction(
             sample=row, labels=tokens.object_labels[i], keypoint_names=tokens.keypoint_names[i], image_size=size,
-            boxes=boxes_to_pixels(raw.boxes[-1, i, instances].float(), size), scores=scores, classes=classes,
+            boxes=boxes[instances], scores=scores, classes=classes,
             keypoints=torch.cat([xy, visibility], -1),
         ))
     return out

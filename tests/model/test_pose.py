@@ -72,6 +72,31 @@ def test_predictions_are_in_original_pixels(decoder):
     assert empty.boxes.shape == (0, 4) and empty.keypoints.shape == (0, 7, 3)
 
 
+def test_a_repeated_figure_keeps_half_its_score_and_its_own_keypoints():
+    from types import SimpleNamespace
+
+    from visionllm2.model.decoders.detection import DetectorInputs
+    from visionllm2.model.decoders.pose_post import postprocess
+
+    # Three instances on a 100² picture: #1 repeats #0 (the same box, nudged), #2 is elsewhere.
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.4], [0.31, 0.3, 0.2, 0.4], [0.8, 0.7, 0.2, 0.2]])  # cxcywh in [0, 1]
+    logits = torch.logit(torch.tensor([0.9, 0.8, 0.7]))[:, None]  # (N, 1 class)
+    keypoints = torch.rand(3, 2, 2)  # (N, J, xy)
+    raw = SimpleNamespace(logits=logits[None, None], boxes=boxes[None, None], keypoints=keypoints[None, None],
+                          keypoint_logits=torch.zeros(1, 1, 3, 2))
+    tokens = SimpleNamespace(rows=[0], object_labels=[["person"]], keypoint_names=[["head", "hip"]])
+    inputs = DetectorInputs(torch.zeros(1, 3, 100, 100), torch.ones(1, 100, 100), [(100, 100)], [(100, 100)])
+    config = PoseConfig.tiny()
+    config.score_threshold = 0.0
+    plain = postprocess(raw, inputs, tokens, config)[0]
+    config.duplicate_decay = 0.5
+    softened = postprocess(raw, inputs, tokens, config)[0]
+    assert plain.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert softened.scores.tolist() == pytest.approx([0.9, 0.7, 0.4])  # the repeat falls below the other figure
+    assert torch.allclose(softened.keypoints[:, :, :2], keypoints[[0, 2, 1]] * 100)  # each keeps its own keypoints
+    assert torch.equal(softened.boxes, plain.boxes[[0, 2, 1]])
+
+
 def test_split_errors_are_typed(decoder):
     with pytest.raises(InvalidInputError, match="at least one object class"):
         decoder.link_tokens(pose_link([(1, 0)]))
