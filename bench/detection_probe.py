@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,31 +36,44 @@ from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.detection_post import boxes_to_pixels, soften_duplicates
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
-from visionllm2.recipes.evaluate import EVAL_SCORE_THRESHOLD, box_iou
+from visionllm2.recipes.evaluate import all_detections, box_iou
 from visionllm2.sdk import Session
+
+
+@contextmanager
+def nothing_softened(model):
+    """The detection and pose decoders returning every instance ≥ 0.01 (as `eval` ranks them), none softened."""
+    configs = [c for c in (model.config.detection, model.config.pose) if c is not None]
+    saved = [c.duplicate_decay for c in configs]
+    for config in configs:
+        config.duplicate_decay = 1.0
+    try:
+        with all_detections(model):
+            yield
+    finally:
+        for config, decay in zip(configs, saved):
+            config.duplicate_decay = decay
 
 
 def detect_once(session: Session, samples) -> list[tuple]:
     """Each sample's (picture size, true boxes, true labels, boxes, scores, labels), nothing softened."""
-    config = session.model.config.detection
-    saved = config.duplicate_decay, config.score_threshold
-    config.duplicate_decay, config.score_threshold = 1.0, EVAL_SCORE_THRESHOLD
     rows = []
-    try:
+    with nothing_softened(session.model):
         for sample in samples:
             session.reset()
             asked, truth = sample.meta["asked"], sample.targets["gdino"]
             boxes = session.detect(asked, image=sample.images[0]).boxes
             rows.append((sample.images[0].size, truth.boxes, [asked[i] for i in truth.labels.tolist()],
                          boxes.xyxy, boxes.scores, list(boxes.labels)))
-    finally:
-        config.duplicate_decay, config.score_threshold = saved
     return rows
 
 
-def repeats(xyxy: np.ndarray) -> int:
-    """Boxes (ranked by score) that overlap a higher-ranked one at IoU > 0.5."""
-    return sum(any(box_iou(xyxy[k], xyxy[j]) > 0.5 for j in range(k)) for k in range(1, len(xyxy)))
+def shown_and_repeats(xyxy: np.ndarray, scores: np.ndarray, shown: float) -> tuple[int, int]:
+    """Boxes at or above the display threshold ``shown``, and how many of them overlap a higher-scoring
+    shown one at IoU > 0.5."""
+    order = np.argsort(-scores, kind="stable")
+    visible = xyxy[order[: int((scores >= shown).sum())]]
+    return len(visible), sum(any(box_iou(visible[k], visible[j]) > 0.5 for j in range(k)) for k in range(1, len(visible)))
 
 
 def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[str, float]:
@@ -69,9 +83,9 @@ def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[
         order = np.argsort(-new, kind="stable")
         xyxy, new, labels = xyxy[order], new[order], [labels[k] for k in order]
         evaluator.add(size, true_boxes, true_labels, xyxy, new, labels)
-        visible = new >= shown
-        per_picture.append(int(visible.sum()))
-        repeated.append(repeats(xyxy[visible]))
+        count, repeat = shown_and_repeats(xyxy, new, shown)
+        per_picture.append(count)
+        repeated.append(repeat)
     metrics = evaluator.compute()
     return {"AP50": metrics["bbox_AP50"], "AP": metrics["bbox_AP"], "shown": float(np.mean(per_picture)),
             "repeats": float(np.mean(repeated))}
@@ -79,17 +93,12 @@ def softened(rows: list[tuple], decay: float, iou: float, shown: float) -> dict[
 
 def pose_once(session: Session, samples) -> list[tuple]:
     """Each figure scene's (sample, boxes, keypoints, scores), nothing softened, every instance ≥ 0.01."""
-    config = session.model.config.pose
-    saved = config.duplicate_decay, config.score_threshold
-    config.duplicate_decay, config.score_threshold = 1.0, EVAL_SCORE_THRESHOLD
     rows = []
-    try:
+    with nothing_softened(session.model):
         for sample in samples:
             session.reset()
             poses = session.pose([sample.meta["kind"]], keypoints=sample.meta["keypoint_names"], image=sample.images[0]).poses
             rows.append((sample, poses.boxes, poses.keypoints, poses.scores))
-    finally:
-        config.duplicate_decay, config.score_threshold = saved
     return rows
 
 
@@ -102,9 +111,9 @@ def pose_softened(rows: list[tuple], decay: float, iou: float, shown: float) -> 
         by_kind.setdefault(kind, PoseEvaluator(sample.meta["keypoint_names"])).add(
             sample.images[0].size, truth.boxes, truth.keypoints, [kind] * len(truth.boxes),
             boxes, keypoints, new, [kind] * len(boxes))
-        visible = np.argsort(-new, kind="stable")[: int((new >= shown).sum())]
-        per_picture.append(len(visible))
-        repeated.append(repeats(boxes[visible]))
+        count, repeat = shown_and_repeats(boxes, new, shown)
+        per_picture.append(count)
+        repeated.append(repeat)
     return {"AP50": float(np.mean([e.compute()["keypoints_AP50"] for e in by_kind.values()])),
             "shown": float(np.mean(per_picture)), "repeats": float(np.mean(repeated))}
 

@@ -242,14 +242,14 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
     world = ShapesWorld(session.processor, "heldout", domains=tuple(domains))
     result = Evaluation()
     loaded = set(session.model.decoders())
-    with _all_detections(session.model):
+    with all_detections(session.model):
         _score_tasks(session, world, tasks, count, loaded, result, progress)
     session.reset()
     return result
 
 
 @contextmanager
-def _all_detections(model):
+def all_detections(model):
     """COCO AP ranks every detection: lower the decoders' display threshold while scoring."""
     configs = [c for c in (model.config.detection, model.config.pose) if c is not None]
     saved = [c.score_threshold for c in configs]
