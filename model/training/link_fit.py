@@ -145,9 +145,14 @@ def fit_links(model: VisionLLMv2, recorded: dict[str, RecordedLink], config: Tra
     return records
 
 
+def record_batch_count(samples: int, batch_size: int) -> int:
+    """How many batches :func:`record_batches` reads to record ``samples`` conversations."""
+    return math.ceil(samples / batch_size)
+
+
 def record_batches(source, processor, pad_id: int, samples: int, batch_size: int):
-    """The stage's source read in ``ceil(samples / batch_size)`` batches, as the trainer builds them."""
+    """The stage's source read in :func:`record_batch_count` batches, as the trainer builds them."""
     from .trainer import samples_to_inputs
 
-    for index in range(math.ceil(samples / batch_size)):
+    for index in range(record_batch_count(samples, batch_size)):
         yield samples_to_inputs(processor, source.batch(index, batch_size, 0, 1), pad_id)

@@ -114,6 +114,11 @@ class Trainer:
                                              config.seed, config.image_root, config.domain_rate,
                                              config.generate_history_rate)
         groups = prepare_stage(self.model, config)
+        self.step = 0
+        if config.link_regression:  # fit_links builds its own optimizer over the links alone
+            self.optimizer = self.scheduler = None
+            self.model = self.accelerator.prepare(self.model)
+            return
         parameters = [
             {"params": groups["decoders"], "lr": config.learning_rate},
             {"params": groups["backbone"], "lr": config.learning_rate * config.backbone_lr_scale},
@@ -121,7 +126,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([g for g in parameters if g["params"]], weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(config.warmup_steps, config.steps))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
-        self.step = 0
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
@@ -246,14 +250,14 @@ class Trainer:
         """``link_regression``: record the slot states once, fit the links, write the model (minutes: no checkpoints)."""
         from rich.progress import Progress
 
-        from .link_fit import fit_links, record_batches, record_links
+        from .link_fit import fit_links, record_batch_count, record_batches, record_links
 
         config = self.config
         model = self.accelerator.unwrap_model(self.model)
         batches = record_batches(self.source, self.processor, model.tokenizer.pad_id, config.link_regression_samples,
                                  config.batch_size)
         with Progress(disable=not progress) as bar:
-            task = bar.add_task("recording slot states", total=math.ceil(config.link_regression_samples / config.batch_size))
+            task = bar.add_task("recording slot states", total=record_batch_count(config.link_regression_samples, config.batch_size))
 
             def counted(batches):
                 for batch in batches:

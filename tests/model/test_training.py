@@ -482,7 +482,9 @@ def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorde
     config = TrainConfig(stage=3, init=str(tmp_path / "init"), output_dir=str(tmp_path / "fit"), tasks={"generate": 1.0, "edit": 1.0},
                          link_regression=True, link_regression_samples=48, steps=60, batch_size=8, log_every=20,
                          learning_rate=3e-3, warmup_steps=5, generate_history_rate=0.5)
-    result = Trainer(config).train(progress=False)
+    trainer = Trainer(config)
+    assert trainer.optimizer is None  # fit_links optimises the links alone; no stage-wide optimizer is built
+    result = trainer.train(progress=False)
     before, after = VisionLLMv2.from_pretrained(str(tmp_path / "init")), VisionLLMv2.from_pretrained(str(result.model_dir))
     changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
     link_keys = {k for k in before.state_dict() if k.split(".")[0] in ("sd", "ip2p")
