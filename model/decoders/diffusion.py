@@ -53,6 +53,7 @@ from .diffusion_parts import (
     check_image_size,
     check_sizes,
     fit_size,
+    pipeline_class,
     to_pixels,
 )
 
@@ -387,9 +388,7 @@ class GenerationDecoder(DiffusionDecoder):
     routes = (T.GEN,)
 
     def pipeline(self, scheduler: SchedulerMixin):
-        from diffusers import StableDiffusionPipeline  # pipelines import slowly; only sampling needs them
-
-        return StableDiffusionPipeline(**self._pipeline_parts(scheduler))
+        return pipeline_class("StableDiffusionPipeline")(**self._pipeline_parts(scheduler))
 
     def sample(self, pipeline, inputs: PipelineInputs, link: LinkStates, images: Sequence[ImageLike] | None,
                height: int | None, width: int | None) -> list[Image.Image]:
@@ -427,9 +426,7 @@ class EditingDecoder(DiffusionDecoder):
         return torch.cat([noisy, source.to(noisy.dtype)], dim=1)  # (G, 2c, h, w)
 
     def pipeline(self, scheduler: SchedulerMixin):
-        from diffusers import StableDiffusionInstructPix2PixPipeline  # only sampling needs the pipeline
-
-        return StableDiffusionInstructPix2PixPipeline(**self._pipeline_parts(scheduler))
+        return pipeline_class("StableDiffusionInstructPix2PixPipeline")(**self._pipeline_parts(scheduler))
 
     def sample(self, pipeline, inputs: PipelineInputs, link: LinkStates, images: Sequence[ImageLike] | None,
                height: int | None, width: int | None) -> list[Image.Image]:

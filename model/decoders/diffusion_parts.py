@@ -8,6 +8,7 @@ tokenizer, and image ↔ tensor conversion. :mod:`.diffusion` holds the link and
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -196,6 +197,20 @@ def build_scheduler(config: GenerationConfig, kind: str | type[SchedulerMixin] |
         )
     accepted = inspect.signature(cls.__init__).parameters
     return cls.from_config({k: v for k, v in schedule_config(config).items() if k in accepted})
+
+
+def pipeline_class(name: str) -> type:
+    """The diffusers pipeline ``name``, imported on first use (pipelines import slowly; only sampling
+    needs them). Their modules import transformers' CLIP and SigLIP image processors, which warn once
+    on machines without torchvision; these pipelines run without a feature extractor, so that notice
+    is muted while they import."""
+    notices = logging.getLogger("transformers.utils.import_utils")
+    level = notices.level
+    notices.setLevel(logging.ERROR)
+    try:
+        return getattr(diffusers, name)
+    finally:
+        notices.setLevel(level)
 
 
 def build_noise_scheduler(config: GenerationConfig) -> DDPMScheduler:

@@ -477,3 +477,17 @@ def test_convert_check_maps_every_sd_and_ip2p_key(official):
     row = [line for line in result.output.splitlines() if "2338" in line]
     assert row, result.output
     assert [int(c) for c in row[0].replace("│", " ").split()] == [2338, 2338, 0, 0, 0, 0]
+
+
+def test_pipelines_import_without_transformers_torchvision_notice():
+    # A fresh process: transformers warns once per process, and pipelines may already be imported here.
+    import subprocess
+    import sys
+
+    code = ("from visionllm2.model.decoders.diffusion_parts import pipeline_class\n"
+            "for name in ('StableDiffusionPipeline', 'StableDiffusionInstructPix2PixPipeline'):\n"
+            "    print(pipeline_class(name).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["StableDiffusionPipeline", "StableDiffusionInstructPix2PixPipeline"]
+    assert "torchvision" not in result.stderr  # the CLIP / SigLIP image-processor fallback notice is muted
