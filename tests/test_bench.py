@@ -61,3 +61,20 @@ def test_detection_probe_prints_each_decay_and_refuses_a_bad_one():
     bad = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--decay", "2"], check=False,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "expected decays between 0 and 1" in bad.stderr
+
+
+def test_ask_probe_prints_each_task_and_phrasing_and_refuses_an_unknown_task():
+    result = subprocess.run([sys.executable, str(BENCH / "ask_probe.py"), "--samples", "2", "--tasks", "detect,ground"],
+                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "free ask, 2 held-out requests per task from 1000: shapes" in result.stdout
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row[:2] for row in rows] == [["detect", "trained"], ["detect", "please detect"],
+                                         ["detect", "find … in the image"], ["detect", "where are"],
+                                         ["ground", "trained"], ["ground", "find"], ["ground", "which object"]]
+    for task, _, *shares in rows:  # grounding writes no class names: only its route column is filled
+        filled = [float(share) for share in shares if share]
+        assert len(filled) == (3 if task == "detect" else 1) and all(0.0 <= share <= 1.0 for share in filled)
+    refused = subprocess.run([sys.executable, str(BENCH / "ask_probe.py"), "--tasks", "detect,dance"],
+                             check=False, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "unknown ['dance']" in refused.stderr

@@ -1,0 +1,117 @@
+"""How a free ``Session.ask`` routes: in the phrasing the model was trained on, and in others.
+
+The task verbs (``detect``, ``segment``, ``ground``, ``generate``, ``edit``) write the trained
+answer template themselves, so their routing never fails. A free ``ask`` leaves the answer to the
+LLM: it must choose the route token and, for detection and segmentation, write each asked class
+before its token. This probe asks held-out ShapesWorld requests through ``ask`` in the trained
+phrasing (``visionllm2.model.templates``) and in a few other phrasings, and prints per task and
+phrasing how often the answer used the right route and nothing else, and which share of the asked
+classes (and of their colours) it wrote in their places. A model that has only seen its templates routes well in them and poorly
+elsewhere; the official 7B saw many phrasings of each task.
+
+Run: ``python bench/ask_probe.py [--model shapes] [--samples 40] [--first 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from visionllm2.model import templates
+from visionllm2.model import tokens as T
+from visionllm2.model.data.samples import Sample
+from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.sdk import Session
+
+ROUTE_OF_TASK = {"detect": T.DET, "segment": T.SEG, "ground": T.GRD, "generate": T.GEN, "edit": T.EDIT}
+# What each phrasing fills in: the asked classes (comma-separated), the expression or the caption.
+PHRASINGS: dict[str, dict[str, Callable[[str], str]]] = {
+    "detect": {"trained": lambda asked: templates.detect_question(asked.split(", ")),
+               "please detect": lambda asked: f"Please detect the {asked}.",
+               "find … in the image": lambda asked: f"Find the {asked} in the image.",
+               "where are": lambda asked: f"Where are the {asked}?"},
+    "segment": {"trained": lambda asked: templates.segment_question(asked.split(", ")),
+                "please segment": lambda asked: f"Please segment the {asked}.",
+                "masks of": lambda asked: f"Give me the masks of the {asked}."},
+    "ground": {"trained": templates.ground_question,
+               "find": lambda expression: f"Find the {expression}.",
+               "which object": lambda expression: f"Which object is the {expression}?"},
+    "generate": {"trained": templates.generate_question,
+                 "draw": lambda caption: f"Draw a {caption}.",
+                 "picture of": lambda caption: f"Make a picture of a {caption}."},
+    "edit": {"trained": templates.edit_question,
+             "please": lambda caption: f"Please {caption}.",
+             "change": lambda caption: f"Change the image: {caption}."},
+}
+
+
+def request(sample: Sample) -> str:
+    """What a phrasing fills in for ``sample``: its asked classes, expression or caption."""
+    if sample.task in ("detect", "segment"):
+        return ", ".join(sample.meta["asked"])
+    return sample.meta["expression" if sample.task == "ground" else "caption"]
+
+
+def named_classes(text: str, route: str) -> list[str]:
+    """The labels a free answer wrote before each ``route`` token ("… for red circle[DET]…, …")."""
+    body = re.split(r"results for ", text, flags=re.IGNORECASE)[-1]
+    return [name.lower() for name in re.findall(rf"([a-z][a-z ]*?)\s*{re.escape(route)}", body, flags=re.IGNORECASE)]
+
+
+def ask_once(session: Session, sample: Sample, question: str) -> dict[str, float]:
+    """One free ``ask``: did it use only the task's route, and (detect / segment) which share of the
+    asked classes, and of their colours, did it write in their places?"""
+    route = ROUTE_OF_TASK[sample.task]
+    session = Session(session.model, session.processor)  # a fresh one: no earlier picture is current
+    turn = session.ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
+    routed = bool(turn.routes) and set(turn.routes) == {route}
+    outcome = {"route": float(routed)}
+    if sample.task in ("detect", "segment"):  # each asked class against the label written in its place
+        asked = sample.meta["asked"]
+        named = named_classes(turn.text, route) if routed else []
+        named += [""] * (len(asked) - len(named))
+        outcome["names"] = float(np.mean([a == b for a, b in zip(asked, named)]))
+        outcome["colours"] = float(np.mean([a.split()[0] == (b.split() or [""])[0] for a, b in zip(asked, named)]))
+    return outcome
+
+
+def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> list[tuple[str, str, dict[str, float]]]:
+    """Rows of (task, phrasing, mean of each :func:`ask_once` outcome) over ``samples`` requests per task."""
+    world = ShapesWorld(session.processor, "heldout")
+    rows = []
+    for task in tasks:
+        drawn = [s for s in (world.sample(i, task) for i in range(first, first + samples)) if s.task == task]
+        for phrasing, phrase in PHRASINGS[task].items():
+            outcomes = [ask_once(session, s, phrase(request(s))) for s in drawn]
+            rows.append((task, phrasing, {key: float(np.mean([o[key] for o in outcomes])) for key in outcomes[0]}))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--samples", type=int, default=40, help="held-out requests per task")
+    parser.add_argument("--first", type=int, default=1000, help="first held-out index")
+    parser.add_argument("--tasks", default=",".join(PHRASINGS), help="comma-separated, of " + ", ".join(PHRASINGS))
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(PHRASINGS))
+    if unknown:
+        parser.error(f"--tasks: unknown {unknown}; expected some of {list(PHRASINGS)}")
+    session = Session.from_pretrained(args.model)
+    table = Table(title=f"free ask, {args.samples} held-out requests per task from {args.first}: {args.model}")
+    columns = {"route": "right route only", "names": "asked classes written", "colours": "their colours written"}
+    for column in ("task", "phrasing", *columns.values()):
+        table.add_column(column, justify="left" if column in ("task", "phrasing") else "right")
+    for task, phrasing, means in probe(session, tasks, args.samples, args.first):
+        table.add_row(task, phrasing, *(f"{means[key]:.2f}" if key in means else "" for key in columns))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
