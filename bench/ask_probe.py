@@ -6,8 +6,8 @@ LLM: it must choose the route token and, for detection and segmentation, write e
 before its token. This probe asks held-out ShapesWorld requests through ``ask`` in the trained
 phrasing (``visionllm2.model.templates``) and in a few other phrasings, and prints per task and
 phrasing how often the answer used the right route and nothing else, and which share of the asked
-classes (and of their colours) it wrote in their places. A model that has only seen its templates routes well in them and poorly
-elsewhere; the official 7B saw many phrasings of each task.
+classes (and of their colours) it wrote in their places. A model that has only seen its templates
+routes well in them and poorly elsewhere; the official 7B saw many phrasings of each task.
 
 Run: ``python bench/ask_probe.py [--model shapes] [--samples 40] [--first 1000]``.
 """
@@ -63,12 +63,12 @@ def named_classes(text: str, route: str) -> list[str]:
     return [name.lower() for name in re.findall(rf"([a-z][a-z ]*?)\s*{re.escape(route)}", body, flags=re.IGNORECASE)]
 
 
-def ask_once(session: Session, sample: Sample, question: str) -> dict[str, float]:
-    """One free ``ask``: did it use only the task's route, and (detect / segment) which share of the
-    asked classes, and of their colours, did it write in their places?"""
+def ask_once(loaded: Session, sample: Sample, question: str) -> dict[str, float]:
+    """One free ``ask`` in a fresh session on ``loaded``'s model (no earlier picture is current): did
+    it use only the task's route, and (detect / segment) which share of the asked classes, and of
+    their colours, did it write in their places?"""
     route = ROUTE_OF_TASK[sample.task]
-    session = Session(session.model, session.processor)  # a fresh one: no earlier picture is current
-    turn = session.ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
+    turn = Session(loaded.model, loaded.processor).ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
     routed = bool(turn.routes) and set(turn.routes) == {route}
     outcome = {"route": float(routed)}
     if sample.task in ("detect", "segment"):  # each asked class against the label written in its place
