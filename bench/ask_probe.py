@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -25,6 +26,7 @@ from rich.table import Table
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.data.samples import Sample
+from visionllm2.model.data.shapes import render_scene
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.sdk import Session
 
@@ -63,12 +65,15 @@ def named_classes(text: str, route: str) -> list[str]:
     return [name.lower() for name in re.findall(rf"([a-z][a-z ]*?)\s*{re.escape(route)}", body, flags=re.IGNORECASE)]
 
 
-def ask_once(loaded: Session, sample: Sample, question: str) -> dict[str, float]:
-    """One free ``ask`` in a fresh session on ``loaded``'s model (no earlier picture is current): did
-    it use only the task's route, and (detect / segment) which share of the asked classes, and of
-    their colours, did it write in their places?"""
+def ask_once(loaded: Session, sample: Sample, question: str, current: Any = None) -> dict[str, float]:
+    """One free ``ask`` in a fresh session on ``loaded``'s model (with ``current`` as its current
+    picture, else none): did it use only the task's route, and (detect / segment) which share of the
+    asked classes, and of their colours, did it write in their places?"""
     route = ROUTE_OF_TASK[sample.task]
-    turn = Session(loaded.model, loaded.processor).ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
+    session = Session(loaded.model, loaded.processor)
+    if current is not None:  # as after an earlier turn on a picture, or after reset(), which keeps it
+        session.set_image(current)
+    turn = session.ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
     routed = bool(turn.routes) and set(turn.routes) == {route}
     outcome = {"route": float(routed)}
     if sample.task in ("detect", "segment"):  # each asked class against the label written in its place
@@ -89,6 +94,11 @@ def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> l
         for phrasing, phrase in PHRASINGS[task].items():
             outcomes = [ask_once(session, s, phrase(request(s))) for s in drawn]
             rows.append((task, phrasing, {key: float(np.mean([o[key] for o in outcomes])) for key in outcomes[0]}))
+        if task == "generate":  # a caption asked while a picture is current: the LLM then sees that picture
+            pictures = [render_scene(world.seed(i), size=world.image_size).image for i in range(first, first + len(drawn))]
+            outcomes = [ask_once(session, s, PHRASINGS[task]["trained"](request(s)), picture)
+                        for s, picture in zip(drawn, pictures)]
+            rows.append((task, "trained, a picture current", {"route": float(np.mean([o["route"] for o in outcomes]))}))
     return rows
 
 
