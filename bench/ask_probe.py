@@ -7,7 +7,9 @@ before its token. This probe asks held-out ShapesWorld requests through ``ask`` 
 phrasing (``visionllm2.model.templates``) and in a few other phrasings, and prints per task and
 phrasing how often the answer used the right route and nothing else, and which share of the asked
 classes (and of their colours) it wrote in their places. A model that has only seen its templates
-routes well in them and poorly elsewhere; the official 7B saw many phrasings of each task.
+routes well in them and poorly elsewhere; the official 7B saw many phrasings of each task. A second
+table reads the trained detection answer teacher-forced: how often the LLM would itself write each
+colour word, shape word and other word of it.
 
 Run: ``python bench/ask_probe.py [--model shapes] [--samples 40] [--first 1000]``.
 """
@@ -20,14 +22,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.data.samples import Sample
-from visionllm2.model.data.shapes import render_scene
+from visionllm2.model.data.shapes import COLOURS, SHAPES, render_scene
 from visionllm2.model.data.tasks import ShapesWorld
+from visionllm2.model.training.trainer import samples_to_inputs
 from visionllm2.sdk import Session
 
 ROUTE_OF_TASK = {"detect": T.DET, "segment": T.SEG, "ground": T.GRD, "generate": T.GEN, "edit": T.EDIT}
@@ -102,6 +106,23 @@ def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> l
     return rows
 
 
+def teacher_forced_words(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+    """Over the trained answers of detection ``samples``, teacher-forced: how often the LLM's next
+    token is the answer's own, for colour words, shape words and every other word. The answer
+    repeats the question's classes in order, so a model that copies them scores 1 on both."""
+    model, right = session.model, {kind: [] for kind in ("colour", "shape", "other")}
+    for sample in samples:
+        batch, _, _ = samples_to_inputs(session.processor, [sample], model.tokenizer.pad_id)
+        with torch.no_grad():
+            hidden, _ = model.hidden_and_link(batch.to(model.device))
+            predicted = model.llm.lm_head(hidden)[0, :-1].argmax(-1).tolist()
+        for guess, label in zip(predicted, batch.labels[0, 1:].tolist()):
+            if label >= 0:  # query slots and the question are not predicted
+                word = model.tokenizer.decode([label]).strip()
+                right["colour" if word in COLOURS else "shape" if word in SHAPES else "other"].append(guess == label)
+    return {kind: float(np.mean(hits)) for kind, hits in right.items() if hits}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="shapes")
@@ -120,6 +141,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         table.add_column(column, justify="left" if column in ("task", "phrasing") else "right")
     for task, phrasing, means in probe(session, tasks, args.samples, args.first):
         table.add_row(task, phrasing, *(f"{means[key]:.2f}" if key in means else "" for key in columns))
+    Console().print(table)
+    world = ShapesWorld(session.processor, "heldout")
+    detections = [s for s in (world.sample(i, "detect") for i in range(args.first, args.first + args.samples))
+                  if s.task == "detect"]
+    table = Table(title=f"the trained detection answer, teacher-forced over {len(detections)} held-out samples: "
+                        "the LLM's next word is the answer's own")
+    for column in ("colour words", "shape words", "other words"):
+        table.add_column(column, justify="right")
+    words = teacher_forced_words(session, detections)
+    table.add_row(*(f"{words[kind]:.2f}" if kind in words else "" for kind in ("colour", "shape", "other")))
     Console().print(table)
 
 

@@ -69,6 +69,9 @@ def test_ask_probe_prints_each_task_and_phrasing_and_refuses_an_unknown_task():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "free ask, 2 held-out requests per task from 1000: shapes" in result.stdout
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
+    *rows, words = rows  # the second table: teacher-forced colour, shape and other words
+    assert "teacher-forced over 2 held-out samples" in " ".join(result.stdout.split())  # rich wraps titles
+    assert len(words) == 3 and all(0.0 <= float(share) <= 1.0 for share in words)
     assert [row[:2] for row in rows] == [["detect", "trained"], ["detect", "please detect"],
                                          ["detect", "find … in the image"], ["detect", "where are"],
                                          ["ground", "trained"], ["ground", "find"], ["ground", "which object"]]
