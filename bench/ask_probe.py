@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from rich.table import Table
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.data.samples import Sample
-from visionllm2.model.data.shapes import COLOURS, SHAPES, render_scene
+from visionllm2.model.data.shapes import COLOURS, SHAPES, Scene, render_scene
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.training.trainer import samples_to_inputs
 from visionllm2.sdk import Session
@@ -69,14 +70,15 @@ def named_classes(text: str, route: str) -> list[str]:
     return [name.lower() for name in re.findall(rf"([a-z][a-z ]*?)\s*{re.escape(route)}", body, flags=re.IGNORECASE)]
 
 
-def ask_once(loaded: Session, sample: Sample, question: str, current: Any = None) -> dict[str, float]:
-    """One free ``ask`` in a fresh session on ``loaded``'s model (with ``current`` as its current
-    picture, else none): did it use only the task's route, and (detect / segment) which share of the
-    asked classes, and of their colours, did it write in their places?"""
+def ask_once(loaded: Session, sample: Sample, question: str,
+             before: Callable[[Session], Any] | None = None) -> dict[str, float]:
+    """One free ``ask`` in a fresh session on ``loaded``'s model (after ``before(session)``, if given):
+    did it use only the task's route, and (detect / segment) which share of the asked classes, and of
+    their colours, did it write in their places?"""
     route = ROUTE_OF_TASK[sample.task]
     session = Session(loaded.model, loaded.processor)
-    if current is not None:  # as after an earlier turn on a picture, or after reset(), which keeps it
-        session.set_image(current)
+    if before is not None:
+        before(session)
     turn = session.ask(question, image=sample.images[0] if sample.images else None, max_new_tokens=48)
     routed = bool(turn.routes) and set(turn.routes) == {route}
     outcome = {"route": float(routed)}
@@ -89,6 +91,20 @@ def ask_once(loaded: Session, sample: Sample, question: str, current: Any = None
     return outcome
 
 
+def _detect_first(session: Session, scene: Scene) -> None:
+    session.detect([o.name for o in scene.objects], image=scene.image)
+
+
+def _detect_then_reset(session: Session, scene: Scene) -> None:
+    _detect_first(session, scene)
+    session.reset()  # the picture stays current, so the next question shows it afresh
+
+
+# A caption asked in the same conversation after a detection turn on a picture (trained for: the
+# picture is in the history), or after reset() with that picture still current (the question shows it).
+LATER_REQUESTS = {"after a detection turn": _detect_first, "after reset()": _detect_then_reset}
+
+
 def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> list[tuple[str, str, dict[str, float]]]:
     """Rows of (task, phrasing, mean of each :func:`ask_once` outcome) over ``samples`` requests per task."""
     world = ShapesWorld(session.processor, "heldout")
@@ -98,12 +114,14 @@ def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> l
         for phrasing, phrase in PHRASINGS[task].items():
             outcomes = [ask_once(session, s, phrase(request(s))) for s in drawn]
             rows.append((task, phrasing, {key: float(np.mean([o[key] for o in outcomes])) for key in outcomes[0]}))
-        if task == "generate":  # a caption asked while a picture is current: the LLM then sees that picture
-            pictures = [render_scene(world.seed(i), size=world.image_size).image for i in range(first, first + len(drawn))]
-            outcomes = [ask_once(session, s, PHRASINGS[task]["trained"](request(s)), picture)
-                        for s, picture in zip(drawn, pictures)]
-            rows.append((task, "trained, a picture current", {"route": float(np.mean([o["route"] for o in outcomes]))}))
+        if task == "generate":  # a caption asked where a picture came before
+            scenes = [render_scene(world.seed(i), size=world.image_size) for i in range(first, first + len(drawn))]
+            for situation, before in LATER_REQUESTS.items():
+                outcomes = [ask_once(session, s, PHRASINGS[task]["trained"](request(s)), partial(before, scene=scene))
+                            for s, scene in zip(drawn, scenes)]
+                rows.append((task, f"trained, {situation}", {"route": float(np.mean([o["route"] for o in outcomes]))}))
     return rows
+
 
 
 def teacher_forced_words(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
