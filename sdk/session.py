@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,6 @@ import torch
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
-from visionllm2.model.errors import describe
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import (
     ImageSlot,
@@ -36,8 +35,18 @@ from visionllm2.model.processor import (
 )
 
 from . import adapters
+from ._arguments import (
+    DIFFUSION_OPTIONS,
+    OPTIONS,
+    SESSION_OPTIONS,
+    as_list,
+    checked_names,
+    diffusion_options,
+    example_pairs,
+    relabel,
+)
 from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
-from .prompts import VisualPrompt, as_visual_prompt
+from .prompts import as_visual_prompt
 from .results import Result, Turn
 
 
@@ -209,7 +218,7 @@ class Session:
         shown = {s.image_id for e in self.exchanges for s in e.user if isinstance(s, ImageRef)}
         user: list[Segment | ImageRef] = []
         regions: list[tuple[str, np.ndarray]] = []
-        for index, (example_image, example_prompt) in enumerate(_example_pairs(examples), start=1):
+        for index, (example_image, example_prompt) in enumerate(example_pairs(examples), start=1):
             example_id = self._resolve_image(example_image, staged)
             images.update(staged)
             mask = example_prompt.to_mask(images[example_id].picture.size)
@@ -240,16 +249,16 @@ class Session:
         """One exchange. ``shows_image`` False (a caption → picture request): no picture is put in the
         question, not even the current one, and the current image stays current for the next verb."""
         with self._lock:
-            unknown = sorted(set(generation) - set(_OPTIONS))
+            unknown = sorted(set(generation) - set(OPTIONS))
             if unknown:  # a misspelt option would otherwise be dropped without a word
-                raise InvalidInputError(f"options: unknown {unknown}; expected some of {sorted(_OPTIONS)}")
+                raise InvalidInputError(f"options: unknown {unknown}; expected some of {sorted(OPTIONS)}")
             missing = [r for r in needs if r not in self.model.decoder_of_route]
             if missing:
                 raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")
             staged: dict[str, SessionImage] = {}
             image_id = self._resolve_image(image, staged) if shows_image else None
             images = {**self.images, **staged}
-            exchange = self._user_turn(text, image_id, images, _listed(prompts, "prompts"), examples, staged)
+            exchange = self._user_turn(text, image_id, images, as_list(prompts, "prompts"), examples, staged)
             images.update(staged)
             timings: dict[str, float] = {}
             start = time.perf_counter()
@@ -274,7 +283,7 @@ class Session:
             results, unusable = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation,
                                              free=answer is None, marks=marks)
             if labels is not None:  # the verb knows the words better than the answer template does
-                results = [_relabel(r, labels) for r in results]
+                results = [relabel(r, labels) for r in results]
             skipped = [r for r in routes if r not in self.model.decoder_of_route or r in unusable]
             turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
                         image_id=image_id, timings=timings, skipped_routes=skipped)
@@ -291,7 +300,7 @@ class Session:
     def _generate(self, chat, features, options: dict[str, Any]):
         options = dict(options)
         seed = options.pop("seed", None)
-        for key in (*_DIFFUSION_OPTIONS, *_SESSION_OPTIONS):
+        for key in (*DIFFUSION_OPTIONS, *SESSION_OPTIONS):
             options.pop(key, None)
         if seed is not None:
             options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
@@ -369,7 +378,7 @@ class Session:
         with torch.no_grad():
             if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
                 captions = labels or [label or "" for label in states.labels]
-                prediction = decoder.predict(states, [picture], captions=captions, **_diffusion_options(options))
+                prediction = decoder.predict(states, [picture], captions=captions, **diffusion_options(options))
                 return adapters.image_results(prediction, turn_index)
             if T.POSE in decoder.routes:
                 from visionllm2.model.decoders.pose_loss import PoseTarget
@@ -383,13 +392,13 @@ class Session:
     # ------------------------------------------------------------------ task verbs (one prefill)
     def detect(self, classes: Sequence[str], image: ImageLike | str | None = None) -> Turn:
         """Boxes of every instance of each class (xyxy pixels of the original image)."""
-        classes = _names(classes, "classes")
+        classes = checked_names(classes, "classes")
         answer = templates.group_answer(self.processor, T.DET, classes)
         return self._turn(templates.detect_question(classes), image, (), (), answer, {}, needs=[T.DET])
 
     def ground(self, expression: str, image: ImageLike | str | None = None) -> Turn:
         """The one box that the referring expression names."""
-        expression = _names([expression], "expression")[0]
+        expression = checked_names([expression], "expression")[0]
         if expression.lower().startswith("the "):  # the question already says "the"
             expression = expression[4:]
         answer = templates.single_answer(self.processor, T.GRD)
@@ -405,11 +414,11 @@ class Session:
         detection config: score × the share of the mark covered). Examples mark other pictures,
         so their answers are by score alone."""
         if classes:
-            classes = _names(classes, "classes")
+            classes = checked_names(classes, "classes")
             answer = templates.group_answer(self.processor, T.SEG, classes)
             return self._turn(templates.segment_question(classes), image, (), (), answer, {}, needs=[T.SEG])
-        prompts = [as_visual_prompt(prompt) for prompt in _listed(prompts, "prompts")]
-        examples = _example_pairs(examples)
+        prompts = [as_visual_prompt(prompt) for prompt in as_list(prompts, "prompts")]
+        examples = example_pairs(examples)
         if not prompts and not examples:
             raise InvalidPromptError("segment: expected classes, prompts or examples, got none of them")
         marks = prompts or [prompt for _, prompt in examples]
@@ -429,12 +438,12 @@ class Session:
         """
         from .results import COCO_KEYPOINT_NAMES
 
-        classes = _names(classes, "classes")
+        classes = checked_names(classes, "classes")
         if keypoints is None:
             if any(c != "person" for c in classes):
                 raise InvalidPromptError(f"pose: pass keypoints= for classes other than 'person', got {classes}")
             keypoints = list(COCO_KEYPOINT_NAMES)
-        keypoints = _names(keypoints, "keypoints")
+        keypoints = checked_names(keypoints, "keypoints")
         spoken = [name.replace("_", " ") for name in keypoints]  # "left_eye" is asked as "left eye"
         question = templates.pose_question(classes, spoken)
         answer = templates.group_answer(self.processor, T.POSE, [*classes, *spoken])
@@ -444,7 +453,7 @@ class Session:
     def generate(self, caption: str, **options: Any) -> Turn:
         """An image from a caption (``[GEN]``). Options: ``seed``, ``num_inference_steps``,
         ``guidance_scale``, ``height``, ``width``, ``scheduler`` (a diffusers scheduler's class name)."""
-        caption = _names([caption], "caption")[0]
+        caption = checked_names([caption], "caption")[0]
         answer = templates.single_answer(self.processor, T.GEN)
         # No picture in the question: after reset() the current image would otherwise be shown anew,
         # a prompt no [GEN] request is trained on ("blue square in the centre" on `shapes`: 3 of 4 seeds
@@ -455,7 +464,7 @@ class Session:
     def edit(self, caption: str, image: ImageLike | str | None = None, **options: Any) -> Turn:
         """The current image edited by an instruction (``[EDIT]``). Options: as :meth:`generate`, and
         ``image_guidance_scale``."""
-        caption = _names([caption], "caption")[0]
+        caption = checked_names([caption], "caption")[0]
         if image is None and self.current_image is None:
             raise InvalidPromptError("edit: expected an image to edit: pass image= or call set_image first")
         answer = templates.single_answer(self.processor, T.EDIT)
@@ -465,56 +474,3 @@ class Session:
     def chat(self, text: str, image: ImageLike | str | None = None, **generation: Any) -> Turn:
         """A text answer (the model may still route, as in :meth:`ask`)."""
         return self.ask(text, image=image, **generation)
-
-
-_SESSION_OPTIONS = ("pose_objects", "keypoint_names")
-_DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
-_LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor")
-_OPTIONS = (*_LLM_OPTIONS, *_DIFFUSION_OPTIONS, *_SESSION_OPTIONS)
-
-
-def _diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
-    picked = {k: v for k, v in options.items() if k in _DIFFUSION_OPTIONS}
-    if options.get("seed") is not None:
-        picked["seed"] = int(options["seed"])
-    return picked
-
-
-def _relabel(result: Result, labels: list[str]) -> Result:
-    """Put the verb's own words on a result: one label per group, or per instance of a known class."""
-    if not hasattr(result, "labels"):
-        return result
-    if getattr(result, "kind", "") == "poses":
-        return result.model_copy(update={"asked": [*labels, *result.keypoint_names]})
-    return result.model_copy(update={"labels": labels[: len(result)], "asked": labels})
-
-
-def _listed(values: Any, what: str) -> list[Any]:
-    """``values`` as a list (``None``: empty); a lone prompt or bool mask, a string or a non-iterable
-    raises (pass ``[prompt]``)."""
-    if values is None:
-        return []
-    lone_mask = isinstance(values, np.ndarray) and values.dtype == bool
-    if isinstance(values, (str, bytes, VisualPrompt)) or lone_mask or not isinstance(values, Iterable):
-        raise InvalidPromptError(f"{what}: expected a list (e.g. [Point(x=5, y=5)] or turn.boxes), got {describe(values)}")
-    return list(values)
-
-
-def _example_pairs(examples: Sequence[Any]) -> list[tuple[Any, VisualPrompt]]:
-    """``(reference image, prompt)`` pairs checked, each prompt as a :class:`VisualPrompt`."""
-    pairs = []
-    for index, example in enumerate(_listed(examples, "examples")):
-        if not isinstance(example, (tuple, list)) or len(example) != 2:
-            raise InvalidPromptError(f"examples[{index}]: expected an (image, prompt) pair, e.g. "
-                                     f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")
-        pairs.append((example[0], as_visual_prompt(example[1])))
-    return pairs
-
-
-def _names(values: Sequence[str], what: str) -> list[str]:
-    if isinstance(values, str):
-        values = [values]
-    names = [v.strip() for v in values if isinstance(v, str)]
-    if not names or len(names) != len(values) or any(not n for n in names):
-        raise InvalidPromptError(f"{what}: expected non-empty strings, got {list(values)!r}")
-    return names

@@ -308,7 +308,7 @@ def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
     import inspect
 
     from visionllm2.model.generation import generate
-    from visionllm2.sdk.session import _LLM_OPTIONS
+    from visionllm2.sdk._arguments import LLM_OPTIONS
 
     internal = {"model", "batch", "image_features", "cache", "cached_tokens", "generator"}
-    assert set(_LLM_OPTIONS) == set(inspect.signature(generate).parameters) - internal | {"seed"}
+    assert set(LLM_OPTIONS) == set(inspect.signature(generate).parameters) - internal | {"seed"}

@@ -1,0 +1,69 @@
+"""What the Session's verbs accept: their option names, and their arguments checked and normalised
+(a wrong argument raises a typed error before the session changes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from visionllm2.model.errors import describe
+
+from .errors import InvalidPromptError
+from .prompts import VisualPrompt, as_visual_prompt
+from .results import Result
+
+SESSION_OPTIONS = ("pose_objects", "keypoint_names")
+DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
+LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor")
+OPTIONS = (*LLM_OPTIONS, *DIFFUSION_OPTIONS, *SESSION_OPTIONS)
+
+
+def diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a diffusion decoder reads (steps, guidance, size, scheduler, seed)."""
+    picked = {k: v for k, v in options.items() if k in DIFFUSION_OPTIONS}
+    if options.get("seed") is not None:
+        picked["seed"] = int(options["seed"])
+    return picked
+
+
+def relabel(result: Result, labels: list[str]) -> Result:
+    """Put the verb's own words on a result: one label per group, or per instance of a known class."""
+    if not hasattr(result, "labels"):
+        return result
+    if getattr(result, "kind", "") == "poses":
+        return result.model_copy(update={"asked": [*labels, *result.keypoint_names]})
+    return result.model_copy(update={"labels": labels[: len(result)], "asked": labels})
+
+
+def as_list(values: Any, what: str) -> list[Any]:
+    """``values`` as a list (``None``: empty); a lone prompt or bool mask, a string or a non-iterable
+    raises (pass ``[prompt]``)."""
+    if values is None:
+        return []
+    lone_mask = isinstance(values, np.ndarray) and values.dtype == bool
+    if isinstance(values, (str, bytes, VisualPrompt)) or lone_mask or not isinstance(values, Iterable):
+        raise InvalidPromptError(f"{what}: expected a list (e.g. [Point(x=5, y=5)] or turn.boxes), got {describe(values)}")
+    return list(values)
+
+
+def example_pairs(examples: Sequence[Any]) -> list[tuple[Any, VisualPrompt]]:
+    """``(reference image, prompt)`` pairs checked, each prompt as a :class:`VisualPrompt`."""
+    pairs = []
+    for index, example in enumerate(as_list(examples, "examples")):
+        if not isinstance(example, (tuple, list)) or len(example) != 2:
+            raise InvalidPromptError(f"examples[{index}]: expected an (image, prompt) pair, e.g. "
+                                     f"(reference, Box(10, 10, 50, 50)), got {describe(example)}")
+        pairs.append((example[0], as_visual_prompt(example[1])))
+    return pairs
+
+
+def checked_names(values: Sequence[str], what: str) -> list[str]:
+    """Class names, keypoints, an expression or a caption: non-empty strings, stripped (one string is one name)."""
+    if isinstance(values, str):
+        values = [values]
+    names = [v.strip() for v in values if isinstance(v, str)]
+    if not names or len(names) != len(values) or any(not n for n in names):
+        raise InvalidPromptError(f"{what}: expected non-empty strings, got {list(values)!r}")
+    return names
