@@ -7,11 +7,12 @@ before its token. This probe asks held-out ShapesWorld requests through ``ask`` 
 phrasing (``visionllm2.model.templates``) and in a few other phrasings, and prints per task and
 phrasing how often the answer used the right route and nothing else, and which share of the asked
 classes (and of their colours) it wrote in their places. A model that has only seen its templates
-routes well in them and poorly elsewhere; the official 7B saw many phrasings of each task. A second
-table reads the trained detection answer teacher-forced: how often the LLM would itself write each
-colour word, shape word and other word of it.
+routes well in them and poorly elsewhere; the official 7B saw many phrasings of each task. Captions
+are also asked after a detection turn on a picture, and after ``reset()`` with that picture still
+current. A second table reads the trained detection answer teacher-forced: how often the LLM would
+itself write each colour word, shape word and other word of it.
 
-Run: ``python bench/ask_probe.py [--model shapes] [--samples 40] [--first 1000]``.
+Run: ``python bench/ask_probe.py [--model shapes] [--samples 40] [--first 1000] [--tasks detect,generate]``.
 """
 
 from __future__ import annotations
