@@ -7,6 +7,8 @@ says what was expected, what came, and where it helps, the fix.
 
 from __future__ import annotations
 
+import numbers
+
 
 class VisionLLMError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -50,3 +52,13 @@ def describe(value: object) -> str:
         return f"{type(value).__name__} of length {len(value)}"
     text = repr(value)
     return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"
+
+
+def is_integer(value: object) -> bool:
+    """An int (numpy's too), not a bool: what counts and seeds must be."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """A real number (numpy's too), not a bool: what scales and probabilities must be."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -19,6 +19,7 @@ from . import tokens as T
 from .batch import Batch
 from .decoders.base import LinkStates
 from .errors import InvalidInputError
+from .options import check_decoding_options
 
 if TYPE_CHECKING:
     from .visionllm import VisionLLMv2
@@ -85,8 +86,7 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     and the cache is extended in place with everything fed. Returns one :class:`Generation` per
     sequence, with the link states of every group.
     """
-    if max_new_tokens < 1:
-        raise InvalidInputError(f"max_new_tokens: expected ≥ 1, got {max_new_tokens}")
+    check_decoding_options(max_new_tokens, do_sample, temperature, top_p)
     if bool((batch.attention_mask[:, -1] == 0).any()):
         raise InvalidInputError("generate: expected a left-padded batch (collate with padding_side='left')")
     device = model.device

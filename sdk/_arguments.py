@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from visionllm2.model.errors import describe
+from visionllm2.model.errors import describe, is_integer
+from visionllm2.model.options import check_decoding_options, check_sampling_options
 
-from .errors import InvalidPromptError
+from .errors import InvalidInputError, InvalidPromptError
 from .prompts import VisualPrompt, as_visual_prompt
 from .results import Result
 
@@ -18,6 +19,22 @@ SESSION_OPTIONS = ("pose_objects", "keypoint_names")
 DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
 LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor")
 OPTIONS = (*LLM_OPTIONS, *DIFFUSION_OPTIONS, *SESSION_OPTIONS)
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """A typed error for an unknown option, or one of the wrong type or out of range, before the
+    turn runs (the decoders check their own again, for callers that reach them directly)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:  # a misspelt option would otherwise be dropped without a word
+        raise InvalidInputError(f"options: unknown {unknown}; expected some of {sorted(OPTIONS)}")
+    seed = options.get("seed")
+    if seed is not None and (not is_integer(seed) or seed < 0):
+        raise InvalidInputError(f"seed: expected an integer ≥ 0, got {seed!r}")
+    processor = options.get("logits_processor")
+    if processor is not None and not callable(processor):
+        raise InvalidInputError(f"logits_processor: expected a callable (step, logits) → logits, got {describe(processor)}")
+    check_decoding_options(**{k: options[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p") if k in options})
+    check_sampling_options(**{k: options[k] for k in DIFFUSION_OPTIONS if k in options and k != "scheduler"})
 
 
 def diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +80,10 @@ def checked_names(values: Sequence[str], what: str) -> list[str]:
     """Class names, keypoints, an expression or a caption: non-empty strings, stripped (one string is one name)."""
     if isinstance(values, str):
         values = [values]
+    if not isinstance(values, Iterable):
+        raise InvalidPromptError(f"{what}: expected a list of non-empty strings, got {describe(values)}")
+    values = list(values)
     names = [v.strip() for v in values if isinstance(v, str)]
     if not names or len(names) != len(values) or any(not n for n in names):
-        raise InvalidPromptError(f"{what}: expected non-empty strings, got {list(values)!r}")
+        raise InvalidPromptError(f"{what}: expected non-empty strings, got {values!r}")
     return names

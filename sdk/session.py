@@ -37,9 +37,9 @@ from visionllm2.model.processor import (
 from . import adapters
 from ._arguments import (
     DIFFUSION_OPTIONS,
-    OPTIONS,
     SESSION_OPTIONS,
     as_list,
+    check_options,
     checked_names,
     diffusion_options,
     example_pairs,
@@ -249,9 +249,7 @@ class Session:
         """One exchange. ``shows_image`` False (a caption → picture request): no picture is put in the
         question, not even the current one, and the current image stays current for the next verb."""
         with self._lock:
-            unknown = sorted(set(generation) - set(OPTIONS))
-            if unknown:  # a misspelt option would otherwise be dropped without a word
-                raise InvalidInputError(f"options: unknown {unknown}; expected some of {sorted(OPTIONS)}")
+            check_options(generation)
             missing = [r for r in needs if r not in self.model.decoder_of_route]
             if missing:
                 raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")

@@ -40,8 +40,9 @@ from torch import nn
 
 from .. import tokens as T
 from ..config import GenerationConfig
-from ..errors import InvalidInputError, describe
+from ..errors import InvalidInputError, describe, is_integer
 from ..images import ImageLike, load_image
+from ..options import check_image_size, check_sampling_options
 from .base import DecoderOutput, LinkStates, TaskDecoder
 from .diffusion_parts import (
     CaptionTokenizer,
@@ -50,7 +51,6 @@ from .diffusion_parts import (
     build_text_encoder,
     build_unet,
     build_vae,
-    check_image_size,
     check_sizes,
     fit_size,
     pipeline_class,
@@ -337,12 +337,10 @@ class DiffusionDecoder(TaskDecoder):
             raise InvalidInputError(f"{self.routes[0]}: expected at least one group, got none")
         seeds = resolve_seeds(count, seed, generator)
         sampler = self._fresh_scheduler(scheduler)
-        steps = num_inference_steps or self.config.num_inference_steps
+        steps = self.config.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance = self.config.guidance_scale if guidance_scale is None else guidance_scale
         image_guidance = self.config.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
-        for name, value in (("num_inference_steps", steps), ("guidance_scale", guidance)):
-            if not value > 0:
-                raise InvalidInputError(f"{name}: expected a positive number, got {value!r}")
+        check_sampling_options(steps, guidance, image_guidance if self.edit else None, height, width)
         pipeline = self.pipeline(sampler)
         pipeline.set_progress_bar_config(disable=not progress)
         embeds = self.prompt_embeds(link.states).to(self.sd_unet.dtype)  # (G, Q, d)
@@ -462,7 +460,7 @@ def resolve_seeds(count: int, seed: int | Sequence[int] | None, generator: torch
     """One seed per image: from ``seed`` (an int → consecutive seeds), else drawn from ``generator`` / torch's RNG."""
     if seed is None:
         return torch.randint(0, SEED_RANGE, (count,), generator=generator).tolist()
-    seeds = [seed + g for g in range(count)] if isinstance(seed, int) else list(seed)
-    if len(seeds) != count or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    seeds = [int(seed) + g for g in range(count)] if is_integer(seed) else list(seed) if isinstance(seed, Sequence) else []
+    if len(seeds) != count or not all(is_integer(s) and s >= 0 for s in seeds):
         raise InvalidInputError(f"seed: expected a non-negative int or {count} of them (one per image), got {seed!r}")
-    return seeds
+    return [int(s) for s in seeds]

@@ -284,7 +284,3 @@ def to_pixels(images: Sequence[ImageLike], size: tuple[int, int]) -> torch.Tenso
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def check_image_size(height: int, width: int) -> None:
-    for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or value <= 0 or value % 8:
-            raise InvalidInputError(f"{name}: expected a positive multiple of 8 (pixels), got {value!r}")

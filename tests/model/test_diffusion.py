@@ -426,6 +426,11 @@ def test_options_schedulers_and_latent_vae(generator_decoder):
         generator_decoder.predict(link, height=20)
     with pytest.raises(InvalidInputError, match="one per image"):
         generator_decoder.predict(link_of(2), seed=[1])
+    with pytest.raises(InvalidInputError, match="num_inference_steps: expected an integer ≥ 1, got 0"):
+        generator_decoder.predict(link, num_inference_steps=0)  # 0 is not "the default"
+    with pytest.raises(InvalidInputError, match="up to 4096"):
+        generator_decoder.predict(link, width=8192)
+    assert generator_decoder.predict(link_of(2), seed=np.int64(5), num_inference_steps=1).seeds == [5, 6]
     torch.manual_seed(0)
     latent = GenerationDecoder(GenerationConfig.tiny(latent=True), WIDTH).eval()
     made = latent.predict(link, seed=2, num_inference_steps=2)

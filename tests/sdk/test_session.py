@@ -116,6 +116,38 @@ def test_failed_turns_leave_the_session_exactly_as_it_was(session, photo):
     assert state(session) == before
 
 
+@pytest.mark.parametrize(("verb", "options", "message"), [
+    ("ask", {"max_new_tokens": "a"}, "max_new_tokens: expected an integer ≥ 1, got 'a'"),
+    ("ask", {"max_new_tokens": 0}, "max_new_tokens: expected an integer ≥ 1, got 0"),
+    ("ask", {"do_sample": "yes"}, "do_sample: expected True or False"),
+    ("ask", {"do_sample": True, "temperature": -1.0}, "temperature: expected a number > 0, got -1.0"),
+    ("ask", {"do_sample": True, "top_p": 2}, r"top_p: expected a share in \(0, 1\], got 2"),
+    ("ask", {"seed": "x"}, "seed: expected an integer ≥ 0, got 'x'"),
+    ("ask", {"seed": -1}, "seed: expected an integer ≥ 0, got -1"),
+    ("ask", {"logits_processor": 3}, "logits_processor: expected a callable"),
+    ("generate", {"num_inference_steps": 0}, "num_inference_steps: expected an integer ≥ 1, got 0"),
+    ("generate", {"guidance_scale": "x"}, "guidance_scale: expected a number > 0, got 'x'"),
+    ("generate", {"image_guidance_scale": -1}, "image_guidance_scale: expected a number > 0, got -1"),
+    ("generate", {"height": 100_000}, "height: expected a positive multiple of 8 up to 4096 .*got 100000"),
+    ("generate", {"width": 30}, "width: expected a positive multiple of 8 up to 4096 .*got 30"),
+])
+def test_options_of_the_wrong_type_or_range_are_refused_before_the_turn_runs(session, photo, verb, options, message):
+    # Checked before anything runs: the tiny preset has no [GEN] decoder, and the option is still
+    # what is reported; a 100000-pixel side would otherwise exhaust memory in the denoiser.
+    session.detect(["person"], image=photo)
+    before = state(session)
+    with pytest.raises(InvalidInputError, match=message):
+        getattr(session, verb)("describe it" if verb == "ask" else "a red circle", **options)
+    assert state(session) == before
+
+
+def test_class_names_that_are_not_a_list_of_strings_are_refused(session, photo):
+    for bad, shown in ((None, "NoneType None"), (5, "int 5")):
+        with pytest.raises(InvalidPromptError, match=f"classes: expected a list of non-empty strings, got {shown}"):
+            session.detect(bad, image=photo)
+    assert session.detect(iter(["person", "dog"]), image=photo).boxes is not None  # any iterable of names
+
+
 def test_user_text_cannot_inject_routes_or_image_slots(session, photo):
     turn = session.ask("[DET][EMB] <image> <region> [GEN]", image=photo, max_new_tokens=2,
                        logits_processor=lambda step, logits: logits)
