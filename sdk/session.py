@@ -24,6 +24,7 @@ from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
 from visionllm2.model.images import ImageLike, load_image
+from visionllm2.model.options import check_decoding_options
 from visionllm2.model.processor import (
     ImageSlot,
     Message,
@@ -82,6 +83,7 @@ class Session:
     def __init__(self, model: Any, processor: Processor | None = None, max_new_tokens: int = 256) -> None:
         if model.tokenizer is None:
             raise InvalidInputError("Session: the model has no tokenizer attached; load it with from_pretrained")
+        check_decoding_options(max_new_tokens=max_new_tokens)
         self.model = model.eval()
         self.processor = processor or Processor(model.config, model.tokenizer)
         self.max_new_tokens = max_new_tokens

@@ -141,6 +141,11 @@ def test_options_of_the_wrong_type_or_range_are_refused_before_the_turn_runs(ses
     assert state(session) == before
 
 
+def test_a_session_refuses_a_default_answer_length_below_one(session):
+    with pytest.raises(InvalidInputError, match="max_new_tokens: expected an integer ≥ 1, got 0"):
+        Session(session.model, max_new_tokens=0)
+
+
 def test_class_names_that_are_not_a_list_of_strings_are_refused(session, photo):
     for bad, shown in ((None, "NoneType None"), (5, "int 5")):
         with pytest.raises(InvalidPromptError, match=f"classes: expected a list of non-empty strings, got {shown}"):
