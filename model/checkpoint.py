@@ -8,11 +8,13 @@ modules (tied heads) are stored once and filled through the tie. Nothing touches
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import VisionLLMv2Config
@@ -89,6 +91,15 @@ def checkpoint_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory}: expected {WEIGHTS_NAME} or {INDEX_NAME}, found neither")
 
 
+@contextmanager
+def readable_weights(path: Path) -> Iterator[None]:
+    """A truncated or corrupt weights file becomes a :class:`CheckpointError` that names it."""
+    try:
+        yield
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: expected a readable safetensors file, could not read it ({error})") from error
+
+
 def check_keys(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], where: str) -> None:
     """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys."""
     missing = sorted(set(expected) - set(found))
@@ -139,7 +150,10 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
             f"{directory}: expected a model directory with {CONFIG_NAME}; "
             "hub ids are not fetched — download the files first (see the README)"
         )
-    config = VisionLLMv2Config.load(directory / CONFIG_NAME)
+    try:
+        config = VisionLLMv2Config.load(directory / CONFIG_NAME)
+    except CheckpointError as error:  # say which file: the message alone names only the problem
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from error
     tokenizer = load_tokenizer(directory, config)
     # Parameters on the meta device, buffers (rotary frequencies, position ids) computed for real.
     with init_empty_weights(include_buffers=False):
@@ -149,7 +163,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
     files = checkpoint_files(directory)
     found = {}
     for path in files:
-        with safe_open(str(path), framework="pt") as handle:
+        with readable_weights(path), safe_open(str(path), framework="pt") as handle:
             for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 found[key] = tuple(handle.get_slice(key).get_shape())
     check_keys(expected, found, str(directory))
@@ -161,7 +175,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
             no_split_module_classes=["LlamaDecoderLayer", "CLIPEncoderLayer"],
         )
     for path in files:  # shard by shard: peak memory stays near one shard
-        with safe_open(str(path), framework="pt", device=str(device or "cpu")) as handle:
+        with readable_weights(path), safe_open(str(path), framework="pt", device=str(device or "cpu")) as handle:
             shard = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         if torch_dtype is not None:
             shard = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in shard.items()}

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from visionllm2.model.errors import describe, is_integer
 from visionllm2.model.options import check_decoding_options, check_sampling_options
@@ -87,3 +88,18 @@ def checked_names(values: Sequence[str], what: str) -> list[str]:
     if not names or len(names) != len(values) or any(not n for n in names):
         raise InvalidPromptError(f"{what}: expected non-empty strings, got {values!r}")
     return names
+
+
+def checked_device(device: Any) -> torch.device:
+    """``device`` as a torch device (None: CUDA when present, else CPU); a malformed name, or CUDA on a
+    machine whose torch sees no CUDA GPU, is a typed error rather than torch's own."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidInputError(f"device: expected a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device: expected a CUDA GPU for {str(device)!r}, but this torch ({torch.__version__}) "
+                                "sees none; use device='cpu' or install a CUDA build of torch")
+    return device

@@ -41,12 +41,19 @@ from ._arguments import (
     SESSION_OPTIONS,
     as_list,
     check_options,
+    checked_device,
     checked_names,
     diffusion_options,
     example_pairs,
     relabel,
 )
-from .errors import CapabilityError, GenerationLimitError, InvalidInputError, InvalidPromptError
+from .errors import (
+    CapabilityError,
+    CheckpointError,
+    GenerationLimitError,
+    InvalidInputError,
+    InvalidPromptError,
+)
 from .prompts import as_visual_prompt
 from .results import Result, Turn
 
@@ -114,7 +121,7 @@ class Session:
         from visionllm2.model.tokenizer import Tokenizer
         from visionllm2.model.visionllm import VisionLLMv2
 
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = checked_device(device)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         from visionllm2.model.checkpoint import shipped_model_dir
 
@@ -125,6 +132,10 @@ class Session:
             model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=None if device_map else device,
                                                 device_map=device_map)
         else:
+            if "/" in path_or_preset or "\\" in path_or_preset:  # meant as a path (or a hub id), not a preset
+                raise CheckpointError(f"{path_or_preset}: expected a local model directory (with config.json) or a "
+                                      "preset name ('shapes', 'tiny', '7b'); hub ids are not fetched — download the "
+                                      "files first (see the README)")
             config = VisionLLMv2Config.preset(path_or_preset)
             tokenizer = Tokenizer.from_spec(config.llm.tokenizer)
             model = VisionLLMv2.from_config(config, build_decoders(config), tokenizer).to(device, dtype)

@@ -191,6 +191,17 @@ def test_strict_loading_names_missing_unexpected_and_mis_shaped_keys(tmp_path, t
         VisionLLMv2.from_pretrained(tmp_path / "nowhere")
 
 
+def test_corrupt_weights_and_config_name_their_file(tmp_path, tiny_config, tokenizer):
+    VisionLLMv2.from_config(tiny_config, tokenizer=tokenizer).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(CheckpointError, match=r"model.safetensors: expected a readable safetensors file"):
+        VisionLLMv2.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"config.json: config is not valid JSON"):
+        VisionLLMv2.from_pretrained(tmp_path)
+
+
 def test_bad_inputs_raise_typed_errors(tiny_model, tokenizer, processor, rgb_image):
     chat = detection_conversation(processor, rgb_image, with_region=False)
     with pytest.raises(InvalidInputError, match="<im_patch>"):

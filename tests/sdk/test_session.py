@@ -15,6 +15,7 @@ from visionllm2.sdk import (
     Box,
     Boxes,
     CapabilityError,
+    CheckpointError,
     GenerationLimitError,
     InvalidImageError,
     InvalidInputError,
@@ -139,6 +140,17 @@ def test_options_of_the_wrong_type_or_range_are_refused_before_the_turn_runs(ses
     with pytest.raises(InvalidInputError, match=message):
         getattr(session, verb)("describe it" if verb == "ask" else "a red circle", **options)
     assert state(session) == before
+
+
+def test_from_pretrained_refuses_a_missing_path_a_hub_id_and_a_bad_device_with_typed_errors(tmp_path):
+    for name in (str(tmp_path / "no-such-model"), "OpenGVLab/VisionLLMv2"):
+        with pytest.raises(CheckpointError, match="expected a local model directory .*hub ids are not fetched"):
+            Session.from_pretrained(name)
+    with pytest.raises(InvalidInputError, match="device: expected a torch device such as 'cpu' or 'cuda:0', got 'tpu:9'"):
+        Session.from_pretrained("tiny", device="tpu:9")
+    if not torch.cuda.is_available():  # a CPU build of torch: say so, not torch's own assertion
+        with pytest.raises(InvalidInputError, match="sees none; use device='cpu'"):
+            Session.from_pretrained("tiny", device="cuda")
 
 
 def test_a_session_refuses_a_default_answer_length_below_one(session):
