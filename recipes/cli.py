@@ -214,7 +214,11 @@ def train(
 
     values: dict = {}
     if config is not None:
-        values.update(json.loads(config.read_text()))
+        try:
+            values.update(json.loads(config.read_text()))
+        except (ValueError, OSError) as error:  # missing, unreadable or not JSON
+            console.print(f"[red]train: --config {config}: expected a TrainConfig JSON file, could not read it ({error})[/red]")
+            raise typer.Exit(2) from error
     overrides = {"stage": stage, "preset": preset, "init": init, "attach": attach, "attach_decoders": attach_decoder,
                  "output_dir": out, "data": data,
                  "tasks": _parse_weights(tasks) if tasks else None,

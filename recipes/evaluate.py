@@ -239,6 +239,10 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
         from visionllm2.sdk import UnknownTaskError
 
         raise UnknownTaskError(f"eval tasks: unknown {unknown}; expected some of {list(SCORERS)}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        from visionllm2.sdk import InvalidInputError
+
+        raise InvalidInputError(f"eval count: expected at least 1 sample per task, got {count!r}")
     world = ShapesWorld(session.processor, "heldout", domains=tuple(domains))
     result = Evaluation()
     loaded = set(session.model.decoders())

@@ -85,6 +85,14 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "--domains: expected name=weight pairs" in result.output
     result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=3,lunar=1", "--out", str(tmp_path / "u")])
     assert result.exit_code == 2 and "unknown packs ['lunar']" in result.output
+    for config, reason in ((tmp_path / "missing.json", "No such file"), (tmp_path / "broken.json", "Expecting")):
+        if config.name == "broken.json":
+            config.write_text("{")
+        result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "s")])
+        flat = " ".join(result.output.split())  # rich wraps the message
+        assert result.exit_code == 2 and "expected a TrainConfig JSON file" in flat and reason in flat
+    result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "0"])
+    assert result.exit_code == 2 and "eval count: expected at least 1 sample per task, got 0" in " ".join(result.output.split())
 
 
 def test_train_domains_option_takes_packs_or_weighted_packs():
