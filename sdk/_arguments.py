@@ -1,5 +1,5 @@
-"""What the Session's verbs accept: their option names, and their arguments checked and normalised
-(a wrong argument raises a typed error before the session changes)."""
+"""What a Session accepts: its verbs' option names, their arguments and options, and the device it
+loads onto, checked and normalised (a wrong one raises a typed error before the session changes)."""
 
 from __future__ import annotations
 
