@@ -111,7 +111,7 @@ def probe(session: Session, tasks: Sequence[str], samples: int, first: int) -> l
     world = ShapesWorld(session.processor, "heldout")
     rows = []
     for task in tasks:
-        drawn = [s for s in (world.sample(i, task) for i in range(first, first + samples)) if s.task == task]
+        drawn = world.samples_of(task, first, samples)
         for phrasing, phrase in PHRASINGS[task].items():
             outcomes = [ask_once(session, s, phrase(request(s))) for s in drawn]
             rows.append((task, phrasing, {key: float(np.mean([o[key] for o in outcomes])) for key in outcomes[0]}))
@@ -162,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         table.add_row(task, phrasing, *(f"{means[key]:.2f}" if key in means else "" for key in columns))
     Console().print(table)
     world = ShapesWorld(session.processor, "heldout")
-    detections = [s for s in (world.sample(i, "detect") for i in range(args.first, args.first + args.samples))
-                  if s.task == "detect"]
+    detections = world.samples_of("detect", args.first, args.samples)
     table = Table(title=f"the trained detection answer, teacher-forced over {len(detections)} held-out samples: "
                         "the LLM's next word is the answer's own")
     for column in ("colour words", "shape words", "other words"):

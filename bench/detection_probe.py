@@ -24,7 +24,7 @@ Run: ``python bench/detection_probe.py [--model shapes] [--samples 300] [--first
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -153,6 +153,17 @@ def decays(text: str) -> list[float]:
     return values
 
 
+def decay_table(title: str, columns: Sequence[str], decays: Sequence[float],
+                row: Callable[[float], list[str]]) -> Table:
+    """One row per duplicate decay: the decay, then ``row(decay)`` under ``columns``."""
+    table = Table(title=title)
+    for column in ("decay", *columns):
+        table.add_column(column, justify="right")
+    for decay in decays:
+        table.add_row(f"{decay:g}", *row(decay))
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="shapes")
@@ -167,34 +178,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     session = Session.from_pretrained(args.model)
     config = session.model.config.detection
     world = ShapesWorld(session.processor, "heldout")
-    samples = [s for s in (world.sample(i, "detect") for i in range(args.first, args.first + args.samples))
-               if s.task == "detect"]
-    rows = detect_once(session, samples)
-    table = Table(title=f"detection, {len(rows)} held-out samples from {args.first}: {args.model} "
-                        f"(duplicates at box IoU > {config.duplicate_iou}; shipped decay {config.duplicate_decay})")
-    for column in ("decay", "bbox AP50", "bbox AP", f"shown per picture (≥ {config.score_threshold})", "of them repeats"):
-        table.add_column(column, justify="right")
-    for decay in args.decay:
+    rows = detect_once(session, world.samples_of("detect", args.first, args.samples))
+    def detection_row(decay: float) -> list[str]:
         result = softened(rows, decay, config.duplicate_iou, config.score_threshold)
-        table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['AP']:.3f}", f"{result['shown']:.2f}",
-                      f"{result['repeats']:.2f}")
-    Console().print(table)
+        return [f"{result['AP50']:.3f}", f"{result['AP']:.3f}", f"{result['shown']:.2f}", f"{result['repeats']:.2f}"]
+
+    Console().print(decay_table(
+        f"detection, {len(rows)} held-out samples from {args.first}: {args.model} "
+        f"(duplicates at box IoU > {config.duplicate_iou}; shipped decay {config.duplicate_decay})",
+        ("bbox AP50", "bbox AP", f"shown per picture (≥ {config.score_threshold})", "of them repeats"),
+        args.decay, detection_row))
     if args.pose_samples > 0:
         pose = session.model.config.pose
-        rows = pose_once(session, [world.sample(i, "pose") for i in range(args.first, args.first + args.pose_samples)])
-        table = Table(title=f"pose, {len(rows)} held-out figure scenes from {args.first} (shipped decay {pose.duplicate_decay})")
-        for column in ("decay", "OKS AP50", f"shown per picture (≥ {pose.score_threshold})", "of them repeats",
-                       "true figures per picture"):
-            table.add_column(column, justify="right")
+        rows = pose_once(session, world.samples_of("pose", args.first, args.pose_samples))
         figures = np.mean([len(sample.targets["unipose"].boxes) for sample, *_ in rows])
-        for decay in args.decay:
+
+        def pose_row(decay: float) -> list[str]:
             result = pose_softened(rows, decay, pose.duplicate_iou, pose.score_threshold)
-            table.add_row(f"{decay:g}", f"{result['AP50']:.3f}", f"{result['shown']:.2f}", f"{result['repeats']:.2f}",
-                          f"{figures:.2f}")
-        Console().print(table)
+            return [f"{result['AP50']:.3f}", f"{result['shown']:.2f}", f"{result['repeats']:.2f}", f"{figures:.2f}"]
+
+        Console().print(decay_table(
+            f"pose, {len(rows)} held-out figure scenes from {args.first} (shipped decay {pose.duplicate_decay})",
+            ("OKS AP50", f"shown per picture (≥ {pose.score_threshold})", "of them repeats", "true figures per picture"),
+            args.decay, pose_row))
     if args.ground_samples > 0:
-        grounding = [s for s in (world.sample(i, "ground") for i in range(args.first, args.first + args.ground_samples))
-                     if s.task == "ground"]
+        grounding = world.samples_of("ground", args.first, args.ground_samples)
         ranks = grounding_ranks(session, grounding, (1, 2, 3, 5))
         table = Table(title=f"grounding, {len(grounding)} held-out expressions from {args.first}: the true box among "
                             "the [GRD] group's best k queries")

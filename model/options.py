@@ -27,9 +27,13 @@ MAX_IMAGE_SIDE = 4096  # output pixels per side: far past any denoiser's trainin
 
 def check_image_size(height: int, width: int) -> None:
     """A typed error for an output side that is not a positive multiple of 8 up to :data:`MAX_IMAGE_SIDE`."""
-    for name, value in (("height", height), ("width", width)):
-        if not is_integer(value) or value <= 0 or value % 8 or value > MAX_IMAGE_SIDE:
-            raise InvalidInputError(f"{name}: expected a positive multiple of 8 up to {MAX_IMAGE_SIDE} (pixels), got {value!r}")
+    _check_side("height", height)
+    _check_side("width", width)
+
+
+def _check_side(name: str, value: int) -> None:
+    if not is_integer(value) or value <= 0 or value % 8 or value > MAX_IMAGE_SIDE:
+        raise InvalidInputError(f"{name}: expected a positive multiple of 8 up to {MAX_IMAGE_SIDE} (pixels), got {value!r}")
 
 
 def check_sampling_options(num_inference_steps: int | None = None, guidance_scale: float | None = None,
@@ -41,4 +45,6 @@ def check_sampling_options(num_inference_steps: int | None = None, guidance_scal
     for name, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
         if value is not None and (not is_number(value) or not value > 0):
             raise InvalidInputError(f"{name}: expected a number > 0, got {value!r}")
-    check_image_size(8 if height is None else height, 8 if width is None else width)
+    for name, value in (("height", height), ("width", width)):
+        if value is not None:
+            _check_side(name, value)

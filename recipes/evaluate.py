@@ -40,6 +40,7 @@ from visionllm2.model.data.samples import TASK_DECODERS, Sample
 from visionllm2.model.data.tasks import ShapesWorld
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
+from visionllm2.model.errors import is_integer
 from visionllm2.sdk import Mask, Masks, Session
 from visionllm2.sdk.results._interop import supervision
 
@@ -239,7 +240,7 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
         from visionllm2.sdk import UnknownTaskError
 
         raise UnknownTaskError(f"eval tasks: unknown {unknown}; expected some of {list(SCORERS)}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    if not is_integer(count) or count < 1:
         from visionllm2.sdk import InvalidInputError
 
         raise InvalidInputError(f"eval count: expected at least 1 sample per task, got {count!r}")
@@ -275,8 +276,7 @@ def _score_tasks(session: Session, world: ShapesWorld, tasks: Sequence[str], cou
             continue
         if progress:
             progress(task)
-        samples = [world.sample(i, task) for i in range(count)]
-        samples = [s for s in samples if s.task == task]  # grounding falls back to detection when ambiguous
+        samples = world.samples_of(task, 0, count)
         start = time.perf_counter()
         result.metrics[task] = SCORERS[task](session, samples)
         result.counts[task] = len(samples)

@@ -92,6 +92,11 @@ class ShapesWorld:
             raise ValueError(f"ShapesWorld task: expected one of {sorted(TASK_BUILDERS)}, got {task!r}")
         return TASK_BUILDERS[task](self, self.seed(index), rng)
 
+    def samples_of(self, task: str, first: int, count: int) -> list[Sample]:
+        """Samples ``first … first + count - 1`` of ``task``, less those that became another task (a
+        grounding scene where every object is ambiguous is a detection sample instead)."""
+        return [s for s in (self.sample(i, task) for i in range(first, first + count)) if s.task == task]
+
     # ------------------------------------------------------------------ scenes
     def scene(self, seed: int, rng: np.random.Generator, domain_ok: bool = True) -> Scene:
         if domain_ok and self._packs and rng.random() < self.domain_rate:

@@ -232,3 +232,13 @@ def test_domain_weights_draw_some_packs_more_often(processor, monkeypatch):
         ShapesWorld(processor, domains={"industrial": 0.0})
     with pytest.raises(TypeError, match="a list of packs"):
         ShapesWorld(processor, domains="industrial")
+
+
+def test_samples_of_a_task_leave_out_the_scenes_that_fell_back_to_another(processor, monkeypatch):
+    world = ShapesWorld(processor, "heldout")
+    real = world.sample
+    # Scenes where every object is ambiguous are rare; make every odd index one (ground → detect).
+    monkeypatch.setattr(world, "sample", lambda index, task: real(index, "detect" if index % 2 else task))
+    kept = world.samples_of("ground", 5, 40)
+    assert [s.task for s in kept] == ["ground"] * 20
+    assert [s.meta["expression"] for s in kept] == [real(i, "ground").meta["expression"] for i in range(6, 45, 2)]
