@@ -21,13 +21,18 @@ from visionllm2.model.tokenizer import Tokenizer
 from visionllm2.model.training import TrainConfig, Trainer
 from visionllm2.model.training.sources import ListSource
 from visionllm2.model.training.stages import has_lora, prepare_stage
+from visionllm2.model.training.trainer import flushing_denormals
 from visionllm2.model.visionllm import VisionLLMv2
 
 
-def fixed_source(tasks: dict[str, float], count: int = 4) -> ListSource:
+def fixed_samples(tasks: dict[str, float], count: int = 4) -> list:
     config = VisionLLMv2Config.preset("tiny")
     world = ShapesWorld(Processor(config, Tokenizer.builtin()), tasks=tasks)
-    return ListSource([world.sample(i) for i in range(count)])
+    return [world.sample(i) for i in range(count)]
+
+
+def fixed_source(tasks: dict[str, float], count: int = 4) -> ListSource:
+    return ListSource(fixed_samples(tasks, count))
 
 
 def run(tmp_path, stage: int, steps: int, source=None, init=None, **options):
@@ -52,6 +57,32 @@ def test_three_stages_train_and_hand_over(tmp_path):
     assert not has_lora(model)
     log = [json.loads(line) for line in (tmp_path / "stage2" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 9)) and all(r["group"] == "gdino" for r in log)
+
+
+class _FlagRecordingSource(ListSource):
+    """A source that notes, at each batch, whether the process flushes denormals."""
+
+    def __init__(self, samples):
+        super().__init__(samples)
+        self.seen: list[bool] = []
+
+    def batch(self, *args, **kwargs):
+        self.seen.append(flushing_denormals())
+        return super().batch(*args, **kwargs)
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_training_flushes_denormals_only_while_it_runs(tmp_path, before):
+    # The flag is process-wide: a run inside a notebook or test suite must hand back the caller's own.
+    source = _FlagRecordingSource(fixed_samples({"detect": 1.0}))
+    torch.set_flush_denormal(before)
+    config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "run"), steps=2, batch_size=4, warmup_steps=1)
+    trainer = Trainer(config, source=source)
+    assert flushing_denormals() is before  # building the trainer changes nothing
+    trainer.train(progress=False)
+    trainer.train_step()  # a step called on its own (bench/train_throughput.py) flushes too
+    assert source.seen == [True, True, True]
+    assert flushing_denormals() is before
 
 
 def test_stage_three_moves_only_decoders_and_query_tables(tmp_path):
