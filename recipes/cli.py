@@ -400,13 +400,16 @@ def evaluate_command(
     domains: Annotated[str, typer.Option(help="Domain packs mixed into the scenes, comma-separated.")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     details: Annotated[bool, typer.Option(help="Print every metric of each task, not only its headline.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when present).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
+                                                    "float32 on CPU).")] = None,
 ) -> None:
     """Score a model on held-out ShapesWorld through the Session and print one table."""
     from visionllm2.recipes.evaluate import HEADLINE, evaluate
     from visionllm2.sdk import Session, VisionLLMError
 
     try:
-        session = Session.from_pretrained(model)
+        session = Session.from_pretrained(model, device=device, dtype=dtype)
         with console.status("evaluating") as status:
             result = evaluate(session, [t.strip() for t in tasks.split(",") if t.strip()], count,
                               [d.strip() for d in domains.split(",") if d.strip()],
@@ -414,7 +417,8 @@ def evaluate_command(
     except VisionLLMError as error:
         console.print(f"[red]eval: {error}[/red]")
         raise typer.Exit(2) from error
-    table = Table(title=f"held-out ShapesWorld: {model}")
+    weights = next(session.model.parameters())
+    table = Table(title=f"held-out ShapesWorld: {model} ({weights.device.type}, {str(weights.dtype).removeprefix('torch.')})")
     for column in ("task", "metric", "value", "± 95 %", "target", "samples", "seconds"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right",
                          no_wrap=column in ("task", "metric"))  # names stay whole (greppable) in a narrow terminal

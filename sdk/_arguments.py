@@ -103,3 +103,20 @@ def checked_device(device: Any) -> torch.device:
         raise InvalidInputError(f"device: expected a CUDA GPU for {str(device)!r}, but this torch ({torch.__version__}) "
                                 "sees none; use device='cpu' or install a CUDA build of torch")
     return device
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def checked_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    """``dtype`` as a floating torch dtype, by object or name ("bfloat16", "bf16", "float16" …); None:
+    bfloat16 on CUDA (as the 7B model was released), float32 elsewhere."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype.lower().removeprefix("torch."), dtype)
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPES.values():
+        raise InvalidInputError(f"dtype: expected one of torch.float32, torch.bfloat16, torch.float16 or their names "
+                                f"{sorted(DTYPES)}, got {dtype!r}")
+    return dtype

@@ -42,6 +42,7 @@ from ._arguments import (
     as_list,
     check_options,
     checked_device,
+    checked_dtype,
     checked_names,
     diffusion_options,
     example_pairs,
@@ -107,11 +108,12 @@ class Session:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path_or_preset: str, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, device_map: Any = None, **options: Any) -> Session:
+                        dtype: torch.dtype | str | None = None, device_map: Any = None, **options: Any) -> Session:
         """A local model directory, or a preset name: ``shapes`` (the model trained on ShapesWorld and
         shipped inside the package, offline), ``tiny`` (random weights, for trying the API).
 
-        Device: CUDA when present, else CPU. Dtype: bfloat16 on CUDA, float32 on CPU. ``device_map``
+        Device: CUDA when present, else CPU. Dtype (a torch dtype or its name, "bfloat16"): bfloat16 on
+        CUDA, float32 on CPU. ``device_map``
         ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate.
         """
         from pathlib import Path
@@ -122,7 +124,7 @@ class Session:
         from visionllm2.model.visionllm import VisionLLMv2
 
         device = checked_device(device)
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = checked_dtype(dtype, device)
         from visionllm2.model.checkpoint import shipped_model_dir
 
         shipped = shipped_model_dir(path_or_preset)

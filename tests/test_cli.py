@@ -53,8 +53,9 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     assert (out / "model" / "config.json").is_file() and len((out / "log.jsonl").read_text().splitlines()) >= 1
     metrics = tmp_path / "metrics.json"
     result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--tasks", "detect,ground,chat,generate",
-                                 "--count", "2", "--json", str(metrics), "--details"])
+                                 "--count", "2", "--json", str(metrics), "--details", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert "(cpu, float32)" in " ".join(result.output.split())  # the title says where and in what dtype it ran
     assert "± 95 %" in result.output  # each headline metric's 95 % interval (– below two samples)
     saved = json.loads(metrics.read_text())
     assert set(saved["metrics"]) == {"detect", "ground", "chat"} and "generate" in saved["skipped"]
@@ -91,6 +92,10 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
         result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "s")])
         flat = " ".join(result.output.split())  # rich wraps the message
         assert result.exit_code == 2 and "expected a TrainConfig JSON file" in flat and reason in flat
+    result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "int4"])
+    assert result.exit_code == 2 and "dtype: expected one of" in " ".join(result.output.split())
+    result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "bf16"])
+    assert result.exit_code == 0 and "(cpu, bfloat16)" in " ".join(result.output.split())  # what CUDA users get
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "0"])
     assert result.exit_code == 2 and "eval count: expected at least 1 sample per task, got 0" in " ".join(result.output.split())
 

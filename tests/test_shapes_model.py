@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from visionllm2.model.checkpoint import shipped_model_dir
@@ -65,6 +66,33 @@ def test_a_known_scenes_red_circle_is_found_and_segmented(session):
     found = session.detect(["red circle"], image=scene.image).boxes
     masks = session.segment(prompts=[found[int(np.argmax(found.scores))]]).masks  # detect → segment(prompts=boxes)
     assert len(masks) == 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7  # 0.95
+
+
+def test_in_bfloat16_the_dtype_cuda_loads_it_finds_segments_and_poses_the_same(session):
+    # bfloat16 is what Session.from_pretrained picks on CUDA. Before the deformable layers sampled in
+    # float32, torch's CPU grid_sample turned them to NaN and every detection came back empty.
+    from visionllm2.model.data.figures import FIGURE_KEYPOINTS, render_figures
+
+    half = Session.from_pretrained("shapes", device="cpu", dtype="bfloat16", max_new_tokens=16)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    scene = render_scene(RED_CIRCLE_SCENE)
+    truth = next(o for o in scene.objects if o.name == "red circle")
+    found = half.detect(["red circle"], image=scene.image).boxes
+    best = int(np.argmax(found.scores))
+    assert found.labels[best] == "red circle" and box_iou(found.xyxy[best], truth.box) >= 0.8
+    masks = half.segment(prompts=[found[best]]).masks
+    assert len(masks) == 1 and mask_iou(masks.masks[0], truth.mask) >= 0.7
+    grounded = half.ground("the red circle").boxes
+    assert len(grounded) == 1 and box_iou(grounded.xyxy[0], truth.box) >= 0.8
+    figures = render_figures(101, kind="person")
+    names = list(FIGURE_KEYPOINTS["person"])
+    half.reset()
+    poses = half.pose(["person"], keypoints=names, image=figures.image).poses
+    session.reset()
+    reference = session.pose(["person"], keypoints=names, image=figures.image).poses
+    assert len(poses) and np.isfinite(poses.keypoints).all()
+    shift = np.abs(poses.keypoints[0, :, :2] - reference.keypoints[0, :, :2])  # pixels of 128
+    assert shift.mean() <= 1 and shift.max() <= 3, shift  # 0.25 and 0.84: bfloat16's rounding
 
 
 def test_a_grounded_box_segments_its_object_in_the_next_turn(session):

@@ -32,7 +32,7 @@ from ..config import DetectionConfig
 from ..errors import InvalidInputError, TooManyGroupsError
 from ..images import load_image
 from .base import DecoderOutput, LinkStates, TaskDecoder
-from .layers import MLP, ConvNorm, contrastive_logits
+from .layers import MLP, ConvNorm, contrastive_logits, sample_deformable_in_float32
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,7 +117,7 @@ class DetectionDecoder(TaskDecoder):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.model = GroundingDinoModel(grounding_dino_config(config))
+        self.model = sample_deformable_in_float32(GroundingDinoModel(grounding_dino_config(config)))
         self.model.text_backbone = LinkTextFeatures()
         self.model.text_projection = nn.Identity()
         old = self.model.backbone

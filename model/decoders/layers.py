@@ -47,3 +47,46 @@ def contrastive_logits(raw: torch.Tensor, d_model: int, scaled: bool, bias: torc
     if scaled:
         raw = raw / d_model ** 0.5
     return raw if bias is None else raw + bias
+
+
+class Float32DeformableSampling(nn.Module):
+    """The sampling core of multi-scale deformable attention, computed in float32 whatever the dtype.
+
+    Stands in for transformers' ``MultiScaleDeformableAttention`` (same arguments, no parameters) in
+    Grounding DINO and UniPose. Why float32:
+
+    - the official Deformable-DETR / Grounding DINO CUDA op runs in float32 and casts half inputs up:
+      bfloat16 keeps 8 bits of a sampling location, a quarter of a pixel at the edge of a 64-wide map;
+    - PyTorch's CPU ``grid_sample`` returns NaN and huge values for bfloat16 inputs with the strides
+      these layers give it (torch 2.13), which left every bfloat16 detection on CPU empty.
+    """
+
+    def forward(self, value: torch.Tensor, value_spatial_shapes: torch.Tensor,
+                value_spatial_shapes_list: list[tuple[int, int]], level_start_index: torch.Tensor,
+                sampling_locations: torch.Tensor, attention_weights: torch.Tensor, im2col_step: int | None = None
+                ) -> torch.Tensor:
+        """value ``(B, S, heads, c)`` over all levels' pixels; sampling_locations
+        ``(B, Q, heads, levels, points, 2)`` in [0, 1]; attention_weights ``(B, Q, heads, levels, points)``
+        → ``(B, Q, heads·c)`` in ``value``'s dtype."""
+        batch, _, heads, channels = value.shape
+        _, queries, _, levels, points, _ = sampling_locations.shape
+        grids = sampling_locations.float() * 2 - 1  # grid_sample's [-1, 1]
+        sampled, start = [], 0
+        for level, (height, width) in enumerate(value_spatial_shapes_list):
+            level_value = value[:, start:start + height * width].float()  # (B, HW, heads, c)
+            start += height * width
+            level_value = level_value.permute(0, 2, 3, 1).reshape(batch * heads, channels, height, width).contiguous()
+            level_grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries, points, 2)
+            sampled.append(F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False))  # (B·heads, c, Q, points)
+        weights = attention_weights.float().transpose(1, 2).reshape(batch * heads, 1, queries, levels, points)
+        mixed = (torch.stack(sampled, dim=3) * weights).sum((-1, -2))  # (B·heads, c, Q)
+        return mixed.view(batch, heads * channels, queries).transpose(1, 2).to(value.dtype)
+
+
+def sample_deformable_in_float32(module: nn.Module) -> nn.Module:
+    """Give every deformable-attention layer inside ``module`` :class:`Float32DeformableSampling`."""
+    for layer in module.modules():
+        if type(layer).__name__ == "GroundingDinoMultiscaleDeformableAttention":
+            layer.attn = Float32DeformableSampling()
+    return module

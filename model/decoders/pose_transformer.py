@@ -30,14 +30,14 @@ from transformers.models.grounding_dino.modeling_grounding_dino import (
 )
 
 from ..config import PoseConfig
-from .layers import MLP
+from .layers import MLP, sample_deformable_in_float32
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # (B, N, d) query states → (B, N, C) class logits
 
 
 def deformable_attention(d: int, heads: int, levels: int, points: int) -> GroundingDinoMultiscaleDeformableAttention:
     config = SimpleNamespace(d_model=d, num_feature_levels=levels, disable_custom_kernels=True)
-    return GroundingDinoMultiscaleDeformableAttention(config, num_heads=heads, n_points=points)
+    return sample_deformable_in_float32(GroundingDinoMultiscaleDeformableAttention(config, num_heads=heads, n_points=points))
 
 
 def sine_embedding(boxes: torch.Tensor, d: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from visionllm2.model.decoders.base import LinkStates
 from visionllm2.model.decoders.detection import DetectionDecoder
 from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.detection_loss import DetectionTarget, detection_loss
+from visionllm2.model.decoders.layers import Float32DeformableSampling
 from visionllm2.model.errors import InvalidInputError, TooManyGroupsError
 from visionllm2.model.processor import ImageSlot, Message, Processor
 from visionllm2.model.visionllm import VisionLLMv2
@@ -50,6 +51,44 @@ def test_raw_output_shapes(decoder):
     assert raw.encoder_logits.shape == (2, q, 3)
     assert bool((raw.logits[..., 1, :, 2] <= -1e3).all())  # the padded group never scores
     assert bool(((raw.boxes >= 0) & (raw.boxes <= 1)).all())
+
+
+def test_deformable_sampling_is_transformers_in_float32_and_stays_finite_in_bfloat16():
+    from transformers.models.grounding_dino.modeling_grounding_dino import MultiScaleDeformableAttention
+
+    torch.manual_seed(0)
+    shapes = [(32, 32), (16, 16), (8, 8), (4, 4)]
+    starts = torch.tensor([0, 1024, 1280, 1344])
+    batch, heads, channels, queries, points = 2, 4, 16, 50, 4
+    value = torch.randn(batch, 1360, heads, channels)
+    locations = torch.rand(batch, queries, heads, len(shapes), points, 2) * 1.2 - 0.1  # some outside the map
+    weights = torch.rand(batch, queries, heads, len(shapes), points).softmax(-1)
+    arguments = (torch.tensor(shapes), shapes, starts)
+    theirs = MultiScaleDeformableAttention()(value, *arguments, locations, weights, 64)
+    ours = Float32DeformableSampling()(value, *arguments, locations, weights, 64)
+    assert ours.shape == (batch, queries, heads * channels) and torch.allclose(ours, theirs, atol=1e-6)
+    half = Float32DeformableSampling()(value.bfloat16(), *arguments, locations.bfloat16(), weights.bfloat16(), 64)
+    assert half.dtype == torch.bfloat16 and bool(torch.isfinite(half).all())
+    assert (half.float() - theirs).abs().max() < 0.2  # only the inputs' rounding to bfloat16
+
+
+def test_the_decoder_runs_in_bfloat16_with_every_deformable_layer_sampling_in_float32(decoder):
+    # torch's CPU grid_sample gives NaN for bfloat16 inputs with these layers' strides: every bfloat16
+    # detection on CPU came back empty before the layers sampled in float32.
+    layers = [m for m in decoder.modules() if type(m).__name__ == "GroundingDinoMultiscaleDeformableAttention"]
+    assert layers and all(isinstance(m.attn, Float32DeformableSampling) for m in layers)
+    link = link_states([3])
+    inputs = decoder.preprocess([np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)])
+    with torch.no_grad():
+        full = decoder.run(inputs, *decoder.class_embeddings(link)[:2])
+        decoder.to(torch.bfloat16)
+        text, group_mask, _ = decoder.class_embeddings(dataclasses.replace(link, states=link.states.detach().bfloat16()))
+        half = decoder.run(inputs, text, group_mask)
+    for name in ("logits", "boxes", "masks", "encoder_logits", "encoder_boxes"):
+        assert bool(torch.isfinite(getattr(half, name)).all()), name
+    # Near-tied proposals may come in another order: each box has a float32 twin, wherever it is.
+    nearest = torch.cdist(half.boxes[-1, 0].float(), full.boxes[-1, 0], p=float("inf")).min(-1).values
+    assert nearest.max() < 0.02
 
 
 def test_predictions_are_in_original_pixels_and_explicitly_empty(decoder):

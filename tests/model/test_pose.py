@@ -58,6 +58,13 @@ def test_raw_output_shapes_and_split(decoder):
     assert bool(((raw.keypoints >= 0) & (raw.keypoints <= 1)).all())
 
 
+def test_every_deformable_layer_samples_in_float32(decoder):
+    from visionllm2.model.decoders.layers import Float32DeformableSampling
+
+    layers = [m for m in decoder.modules() if type(m).__name__ == "GroundingDinoMultiscaleDeformableAttention"]
+    assert layers and all(isinstance(m.attn, Float32DeformableSampling) for m in layers)
+
+
 def test_predictions_are_in_original_pixels(decoder):
     decoder.config.score_threshold = 0.0
     out = decoder(pose_link([(1, 7)]), [np.zeros((100, 150, 3), np.uint8)])

@@ -153,6 +153,19 @@ def test_from_pretrained_refuses_a_missing_path_a_hub_id_and_a_bad_device_with_t
             Session.from_pretrained("tiny", device="cuda")
 
 
+@pytest.mark.parametrize(("dtype", "expected"), [(None, torch.float32), ("bf16", torch.bfloat16),
+                                               ("torch.float16", torch.float16), (torch.bfloat16, torch.bfloat16)])
+def test_from_pretrained_takes_a_dtype_or_its_name(dtype, expected):
+    session = Session.from_pretrained("tiny", device="cpu", dtype=dtype)
+    assert {p.dtype for p in session.model.parameters()} == {expected}
+
+
+@pytest.mark.parametrize("dtype", ["int8", "half-ish", torch.int64, 16])
+def test_from_pretrained_refuses_a_dtype_that_is_not_a_float_type(dtype):
+    with pytest.raises(InvalidInputError, match="dtype: expected one of torch.float32, torch.bfloat16, torch.float16"):
+        Session.from_pretrained("tiny", device="cpu", dtype=dtype)
+
+
 def test_a_session_refuses_a_default_answer_length_below_one(session):
     with pytest.raises(InvalidInputError, match="max_new_tokens: expected an integer ≥ 1, got 0"):
         Session(session.model, max_new_tokens=0)
