@@ -391,7 +391,8 @@ class PoseTransformer(nn.Module):
         object_text, keypoint_text = text[:, :objects], text[:, objects:]
         classify = classify_with(object_text, text_valid[:, :objects])
         proposal_states, proposal_boxes, usable = self.proposals(memory, memory.states)
-        scores = classify(proposal_states).max(-1).values.masked_fill(~usable, -1e9)  # (B, S)
+        scores = classify(proposal_states).max(-1).values  # (B, S)
+        scores = scores.masked_fill(~usable, torch.finfo(scores.dtype).min)  # last; -1e9 overflows float16
         q = min(self.config.num_queries, scores.shape[1])
         top = scores.topk(q, dim=1).indices  # (B, Q)
         d = text.shape[-1]
