@@ -72,7 +72,8 @@ def test_deformable_sampling_is_transformers_in_float32_and_stays_finite_in_bflo
     assert (half.float() - theirs).abs().max() < 0.2  # only the inputs' rounding to bfloat16
 
 
-def test_the_decoder_runs_in_bfloat16_with_every_deformable_layer_sampling_in_float32(decoder):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_decoder_runs_in_half_precision_with_every_deformable_layer_sampling_in_float32(decoder, dtype):
     # torch's CPU grid_sample gives NaN for bfloat16 inputs with these layers' strides: every bfloat16
     # detection on CPU came back empty before the layers sampled in float32.
     layers = [m for m in decoder.modules() if type(m).__name__ == "GroundingDinoMultiscaleDeformableAttention"]
@@ -81,8 +82,8 @@ def test_the_decoder_runs_in_bfloat16_with_every_deformable_layer_sampling_in_fl
     inputs = decoder.preprocess([np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)])
     with torch.no_grad():
         full = decoder.run(inputs, *decoder.class_embeddings(link)[:2])
-        decoder.to(torch.bfloat16)
-        text, group_mask, _ = decoder.class_embeddings(dataclasses.replace(link, states=link.states.detach().bfloat16()))
+        decoder.to(dtype)
+        text, group_mask, _ = decoder.class_embeddings(dataclasses.replace(link, states=link.states.detach().to(dtype)))
         half = decoder.run(inputs, text, group_mask)
     for name in ("logits", "boxes", "masks", "encoder_logits", "encoder_boxes"):
         assert bool(torch.isfinite(getattr(half, name)).all()), name

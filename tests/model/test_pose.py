@@ -3,6 +3,8 @@ gradients, OKS and matching on hand-made cases, the evaluator, overfitting stick
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -58,11 +60,20 @@ def test_raw_output_shapes_and_split(decoder):
     assert bool(((raw.keypoints >= 0) & (raw.keypoints <= 1)).all())
 
 
-def test_every_deformable_layer_samples_in_float32(decoder):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_decoder_runs_in_half_precision_with_every_deformable_layer_sampling_in_float32(decoder, dtype):
+    # bfloat16 is what CUDA loads; in float16 a -1e9 mask once overflowed and raised.
     from visionllm2.model.decoders.layers import Float32DeformableSampling
 
     layers = [m for m in decoder.modules() if type(m).__name__ == "GroundingDinoMultiscaleDeformableAttention"]
     assert layers and all(isinstance(m.attn, Float32DeformableSampling) for m in layers)
+    link = pose_link([(1, 7)])
+    inputs = decoder.preprocess([np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)])
+    with torch.no_grad():
+        decoder.to(dtype)
+        raw = decoder.run(inputs, decoder.link_tokens(dataclasses.replace(link, states=link.states.detach().to(dtype)), {}))
+    for name in ("box_boxes", "boxes", "keypoints", "encoder_boxes"):
+        assert getattr(raw, name).dtype == dtype and bool(torch.isfinite(getattr(raw, name)).all()), name
 
 
 def test_predictions_are_in_original_pixels(decoder):
