@@ -48,7 +48,8 @@ def postprocess(raw, inputs: DetectorInputs, tokens, config: PoseConfig) -> list
         keep = scores >= config.score_threshold
         scores, flat = scores[keep], flat[keep]
         instances, classes = flat // c, flat % c
-        xy = raw.keypoints[-1, i, instances, :j].float() * torch.tensor(size, dtype=torch.float32)  # (K, J, 2)
+        xy = raw.keypoints[-1, i, instances, :j].float()
+        xy = xy * xy.new_tensor(size)  # (K, J, 2) pixels; new_tensor: on the decoder's device, CUDA or CPU
         visibility = raw.keypoint_logits[-1, i, instances, :j].sigmoid().float()[..., None]  # (K, J, 1)
         out.append(PosePrediction(
             sample=row, labels=tokens.object_labels[i], keypoint_names=tokens.keypoint_names[i], image_size=size,
