@@ -39,6 +39,9 @@ class Group:
     count: int
 
 
+ROTARY_BUFFERS = ("inv_freq", "original_inv_freq")  # kept float32 by VisionLLMv2._apply
+
+
 @dataclass
 class VisionLLMv2Output:
     loss: torch.Tensor | None
@@ -105,6 +108,18 @@ class VisionLLMv2(nn.Module):
         )
 
     # ------------------------------------------------------------------ helpers
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.bfloat16()``, ``.cuda()`` … move everything but keep the LLM's rotary
+        frequencies in float32, as transformers' own loading does: rounded to bfloat16 they drift
+        by up to 2⁻⁹ each, a rotation off by over a radian at position 1,000 of a 7B prompt."""
+        kept = {name: buffer for name, buffer in self.named_buffers() if name.rpartition(".")[2] in ROTARY_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, buffer in kept.items():
+            path, _, leaf = name.rpartition(".")
+            module = self.get_submodule(path)
+            module._buffers[leaf] = buffer.to(module._buffers[leaf].device)  # the new device, float32
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device

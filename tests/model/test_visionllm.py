@@ -173,6 +173,19 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, tiny_config, tok
             assert loaded.tokenizer.vocab_size == tokenizer.vocab_size
 
 
+def test_half_precision_keeps_the_rotary_frequencies_in_float32(tmp_path, tiny_config, tokenizer):
+    # transformers' loading keeps them float32; a blanket .to(bfloat16) would round each by up to 2⁻⁹.
+    model = VisionLLMv2.from_config(tiny_config, tokenizer=tokenizer)
+    exact = model.llm.model.rotary_emb.inv_freq.clone()
+    model.save_pretrained(tmp_path / "m")
+    for half in (model.to(torch.bfloat16), model.half(), VisionLLMv2.from_pretrained(tmp_path / "m", torch.bfloat16)):
+        assert half.dtype in (torch.bfloat16, torch.float16)
+        rotary = half.llm.model.rotary_emb
+        assert rotary.inv_freq.dtype == rotary.original_inv_freq.dtype == torch.float32
+        assert torch.equal(rotary.inv_freq, exact)
+    assert not torch.equal(exact.bfloat16().float(), exact)  # what rounding would have cost
+
+
 def test_strict_loading_names_missing_unexpected_and_mis_shaped_keys(tmp_path, tiny_config, tokenizer):
     from safetensors.torch import load_file, save_file
 
