@@ -33,6 +33,8 @@ def load_image(image: ImageLike, max_pixels: int = 8192 * 8192) -> Image.Image:
         image = _open_encoded(image, max_pixels)
     elif isinstance(image, torch.Tensor):
         array = image.detach().cpu()
+        if array.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
+            array = array.float()
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = array.permute(1, 2, 0)
         image = _from_array(array.numpy())

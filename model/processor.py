@@ -117,7 +117,7 @@ class Processor:
 
         Downscaling uses max-pooling so that a 1-pixel prompt survives; an empty mask is refused.
         """
-        tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        tensor = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask.detach().cpu()
         width, height = image_size
         if tensor.ndim != 2 or tuple(tensor.shape) != (height, width):
             raise InvalidPromptError(f"region mask: expected shape {(height, width)} (H, W), got {describe(tensor)}")

@@ -60,7 +60,10 @@ def to_numpy(value: object) -> object:
     if is_encoded_array(value):
         return decode_array(value)  # type: ignore[arg-type]
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, duck-typed
-        return value.detach().cpu().numpy()  # type: ignore[union-attr]
+        value = value.detach().cpu()  # type: ignore[union-attr]
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):  # numpy has no bfloat16
+            value = value.float()
+        return value.numpy()
     return value
 
 

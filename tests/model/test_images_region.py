@@ -27,7 +27,8 @@ def test_load_image_accepts_every_input_kind(tmp_path, rgb_image):
     path = tmp_path / "x.png"
     Image.fromarray(rgb_image).save(path)
     as_tensor = torch.from_numpy(rgb_image).permute(2, 0, 1).float() / 255
-    inputs = [Image.fromarray(rgb_image), rgb_image, as_tensor, str(path), path, path.read_bytes()]
+    inputs = [Image.fromarray(rgb_image), rgb_image, as_tensor, as_tensor.bfloat16(), as_tensor.half(), str(path), path,
+              path.read_bytes()]  # half-precision tensors too: numpy has no bfloat16
     for item in inputs:
         out = load_image(item)
         assert out.mode == "RGB" and out.size == (140, 90)

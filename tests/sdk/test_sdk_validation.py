@@ -178,6 +178,9 @@ def test_torch_tensors_are_accepted() -> None:
         xyxy=torch.tensor([[0.0, 0.0, 2.0, 3.0]]), scores=torch.tensor([0.5]), labels=["a"], image_size=SIZE
     )
     assert boxes.xyxy.dtype == np.float32 and boxes.area.tolist() == [6.0]
+    half = Boxes(xyxy=torch.tensor([[0.0, 0.0, 2.0, 3.0]], dtype=torch.bfloat16),  # numpy has no bfloat16
+                 scores=torch.tensor([0.5], dtype=torch.float16), labels=["a"], image_size=SIZE)
+    assert half == boxes
 
 
 def test_results_are_immutable() -> None:
