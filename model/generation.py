@@ -68,8 +68,10 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
     sorted_probs, order = probs.sort(-1, descending=True)
     outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
     sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    if generator is not None:  # sample where the caller's generator lives (a CPU one for a GPU model, say)
+        sorted_probs = sorted_probs.to(generator.device)
     choice = torch.multinomial(sorted_probs, 1, generator=generator)
-    return order.gather(-1, choice)[:, 0]
+    return order.gather(-1, choice.to(order.device))[:, 0]
 
 
 def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_sample: bool = False,

@@ -28,10 +28,12 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # In float32 whatever the dtype: in float16 the squares overflow once |x - mean| > 256.
+        wide = x.float()
+        mean = wide.mean(1, keepdim=True)
+        var = (wide - mean).pow(2).mean(1, keepdim=True)
+        wide = (wide - mean) / torch.sqrt(var + self.eps)
+        return (self.weight.float()[:, None, None] * wide + self.bias.float()[:, None, None]).to(x.dtype)
 
 
 class RegionEncoder(nn.Module):
@@ -79,14 +81,15 @@ class RegionEncoder(nn.Module):
             features = hidden[:, 1:].transpose(1, 2).reshape(stem.shape[0], -1, grid, grid)  # (R, C, G, G)
             if self.relative_to_image:  # what sets this region apart from its picture
                 features = features - features.mean((2, 3), keepdim=True)
-            sampled = F.grid_sample(stem + features, points[:, :, None, :], align_corners=False)  # (R, C, K, 1)
-            valid = (points[..., 0] > -2).to(sampled.dtype)  # padded points sit at -3 and are ignored
+            # Sampled in float32: in bfloat16 a pixel centre past 128 rounds to its neighbour's.
+            sampled = F.grid_sample((stem + features).float(), points[:, :, None, :], align_corners=False)  # (R, C, K, 1)
+            valid = (points[..., 0] > -2).float()  # padded points sit at -3 and are ignored
             mean = (sampled[..., 0] * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True)  # (R, C)
-            pooled.append(self.up_dim(mean))
+            pooled.append(self.up_dim(mean.to(stem.dtype)))
         return torch.stack(pooled).mean(0)  # (R, llm_width)
 
     def _sample_points(self, masks: torch.Tensor) -> torch.Tensor:
-        """Pixel centres inside each mask as ``grid_sample`` coordinates, ``(R, K, 2)``.
+        """Pixel centres inside each mask as ``grid_sample`` coordinates, float32 ``(R, K, 2)``.
 
         At most ``max_points`` a mask: evenly strided in eval (deterministic), random in training.
         Masks with fewer points are padded with ``-3`` (outside the grid) and masked out.
@@ -101,10 +104,10 @@ class RegionEncoder(nn.Module):
                 else:
                     keep = torch.linspace(0, len(xs) - 1, self.max_points, device=xs.device).long()
                 ys, xs = ys[keep], xs[keep]
-            coords = torch.stack([xs, ys], dim=-1).to(masks.dtype)
+            coords = torch.stack([xs, ys], dim=-1).float()
             chosen.append((coords + 0.5) / size * 2 - 1)
         count = max(len(c) for c in chosen)
-        out = masks.new_full((len(chosen), count, 2), -3.0)
+        out = masks.new_full((len(chosen), count, 2), -3.0, dtype=torch.float32)
         for index, coords in enumerate(chosen):
             out[index, : len(coords)] = coords
         return out

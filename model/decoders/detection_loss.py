@@ -90,7 +90,7 @@ def _logits_at(logits: torch.Tensor, shown: tuple[float, float], coords: torch.T
     """Mask logits ``(n, h, w)`` of the padded input at image-relative points ``(n, P, 2)`` → ``(n, P)``;
     ``shown``: the share (x, y) of the padded input that the image fills."""
     grid = (coords * coords.new_tensor(shown)) * 2 - 1  # padded-input grid in [-1, 1]
-    return F.grid_sample(logits[:, None], grid[:, None], align_corners=False)[:, 0, 0]
+    return F.grid_sample(logits[:, None].float(), grid[:, None].float(), align_corners=False)[:, 0, 0]  # half weights too
 
 
 @torch.no_grad()
@@ -135,7 +135,7 @@ def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inpu
     stages.append(("encoder", raw.encoder_logits, raw.encoder_boxes, None))
     losses: dict[str, torch.Tensor] = {}
     for name, logits, boxes, stage_masks in stages:
-        indices = matcher({"logits": logits, "pred_boxes": boxes}, normalised)
+        indices = matcher({"logits": logits.float(), "pred_boxes": boxes.float()}, normalised)  # cdist: no half kernels
         losses[f"{name}_class"], losses[f"{name}_l1"], losses[f"{name}_giou"] = box_set_losses(
             logits, boxes, indices, normalised, num_boxes, config)
         if stage_masks is not None and masks is not None:

@@ -65,7 +65,7 @@ def _masks_to_image(logits: torch.Tensor, resized: tuple[int, int], padded: tupl
     """Mask logits ``(K, H/4, W/4)`` of the padded input → bool ``(K, h, w)`` of the original image, true
     where the upsampled logit is above ``threshold``."""
     if len(logits) == 0:
-        return torch.zeros(0, size[1], size[0], dtype=torch.bool)
+        return torch.zeros(0, size[1], size[0], dtype=torch.bool, device=logits.device)
     valid = _valid_logits(logits, resized, padded)
     return F.interpolate(valid[:, None].float(), size=(size[1], size[0]), mode="bilinear", align_corners=False)[:, 0] > threshold
 

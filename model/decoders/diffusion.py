@@ -241,7 +241,7 @@ class DiffusionDecoder(TaskDecoder):
             return step.prediction.sum() * 0.0  # keeps the graph; nothing to distil this step
         rows = torch.tensor([captioned[i] for i in kept], device=step.prediction.device)
         with torch.no_grad():
-            teacher = self.sd_unet(step.unet_input[rows], step.timesteps[rows],
+            teacher = self.sd_unet(step.unet_input[rows].to(self.sd_unet.dtype), step.timesteps[rows],
                                    encoder_hidden_states=reference[kept].to(self.sd_unet.dtype)).sample
         return F.mse_loss(step.prediction[rows].float(), teacher.float())
 
@@ -268,6 +268,7 @@ class DiffusionDecoder(TaskDecoder):
         with torch.no_grad():
             pixels = to_pixels([item.image for item in items], (side, side)).to(device, self.sd_vae.dtype)
             latents = self.sd_vae.encode(pixels).latent_dist.sample() * self.sd_vae.config.scaling_factor  # (G, c, h, w)
+        latents = latents.float()  # noised in float32: in bfloat16 a schedule's ᾱ near 1 rounds to 1, adding no noise
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, self.config.num_train_timesteps, (count,), device=device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -278,7 +279,8 @@ class DiffusionDecoder(TaskDecoder):
                     else self.null_embeds())  # (1, Q, d)
             condition = torch.where(drop_text[:, None, None], null.to(condition.dtype), condition)
         unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
-        prediction = self.sd_unet(unet_input, timesteps, encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
+        prediction = self.sd_unet(unet_input.to(self.sd_unet.dtype), timesteps,
+                                  encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
         return DenoisingStep(unet_input, timesteps, drop_text, prediction, self.unet_target(latents, noise, timesteps))
 
     def unet_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -459,7 +461,8 @@ def _input_image(images: Sequence[ImageLike] | None, row: int) -> ImageLike:
 def resolve_seeds(count: int, seed: int | Sequence[int] | None, generator: torch.Generator | None) -> list[int]:
     """One seed per image: from ``seed`` (an int → consecutive seeds), else drawn from ``generator`` / torch's RNG."""
     if seed is None:
-        return torch.randint(0, SEED_RANGE, (count,), generator=generator).tolist()
+        device = generator.device if generator is not None else None  # a GPU generator draws on its GPU
+        return torch.randint(0, SEED_RANGE, (count,), generator=generator, device=device).tolist()
     seeds = [int(seed) + g for g in range(count)] if is_integer(seed) else list(seed) if isinstance(seed, Sequence) else []
     if len(seeds) != count or not all(is_integer(s) and s >= 0 for s in seeds):
         raise InvalidInputError(f"seed: expected a non-negative int or {count} of them (one per image), got {seed!r}")

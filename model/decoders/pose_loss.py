@@ -143,7 +143,7 @@ def pose_loss(raw, targets: list[PoseTarget | None], inputs: DetectorInputs, sig
                                              giou_cost=config.giou_weight)
     box_stages = [(f"box{l}", raw.box_logits[l], raw.box_boxes[l]) for l in range(raw.box_logits.shape[0])]
     for name, logits, boxes in [*box_stages, ("encoder", raw.encoder_logits, raw.encoder_boxes)]:
-        indices = matcher({"logits": logits, "pred_boxes": boxes}, normalised)
+        indices = matcher({"logits": logits.float(), "pred_boxes": boxes.float()}, normalised)  # cdist: no half kernels
         parts = box_set_losses(logits, boxes, indices, normalised, num_boxes, config)
         losses.update({f"{name}_{key}": value for key, value in zip(("class", "l1", "giou"), parts)})
     sigma_tensors = [torch.as_tensor(s, device=device) for s in sigmas]

@@ -21,7 +21,7 @@ from visionllm2.model.tokenizer import Tokenizer
 from visionllm2.model.training import TrainConfig, Trainer
 from visionllm2.model.training.sources import ListSource
 from visionllm2.model.training.stages import has_lora, prepare_stage
-from visionllm2.model.training.trainer import flushing_denormals
+from visionllm2.model.training.trainer import flushing_denormals, samples_to_inputs
 from visionllm2.model.visionllm import VisionLLMv2
 
 
@@ -83,6 +83,30 @@ def test_training_flushes_denormals_only_while_it_runs(tmp_path, before):
     trainer.train_step()  # a step called on its own (bench/train_throughput.py) flushes too
     assert source.seen == [True, True, True]
     assert flushing_denormals() is before
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_route_trains_with_half_precision_weights(dtype):
+    # Without autocast, as a model loaded in bfloat16 is fine-tuned: the box matcher's cdist has no
+    # half kernels and grid_sample wants one dtype, so each loss used to raise.
+    from visionllm2.model.config import GenerationConfig
+    from visionllm2.model.decoders import build_decoders
+
+    config = VisionLLMv2Config.preset("tiny")  # with both denoisers, in latent space: a real VAE too
+    config.generation, config.editing = GenerationConfig.tiny(latent=True), GenerationConfig.tiny(edit=True, latent=True)
+    torch.manual_seed(0)
+    model = VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.builtin()).to(dtype)
+    assert set(model.decoders()) == {"gdino", "unipose", "sd", "ip2p"}
+    processor = Processor(model.config, model.tokenizer)
+    for task in ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit"):
+        world = ShapesWorld(processor, tasks={task: 1.0})
+        batch, images, targets = samples_to_inputs(processor, [world.sample(i) for i in range(2)], model.tokenizer.pad_id)
+        output = model(batch, images, targets)
+        output.loss.backward()
+        assert bool(torch.isfinite(output.loss)), task
+        assert task == "chat" or output.decoder_outputs, task  # the route's decoder ran and added its loss
+        assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()), task
+        model.zero_grad(set_to_none=True)
 
 
 def test_stage_three_moves_only_decoders_and_query_tables(tmp_path):
