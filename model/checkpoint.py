@@ -134,11 +134,13 @@ def load_tokenizer(directory: Path, config: VisionLLMv2Config) -> Tokenizer | No
 
 
 def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = None,
-                    device: str | torch.device | None = None, device_map: Any = None) -> Any:
+                    device: str | torch.device | None = None, device_map: Any = None,
+                    offload_folder: str | Path | None = None) -> Any:
     """Load a model written by :func:`save_pretrained` (or by ``visionllm2 convert``).
 
-    ``device_map`` ("auto", "balanced", a dict …) dispatches through accelerate, with CPU/disk
-    offload for GPUs too small for the whole model; otherwise the model goes to ``device``.
+    ``device_map`` ("auto", "balanced", a dict …) dispatches through accelerate, with CPU offload
+    for GPUs too small for the whole model, and disk offload to ``offload_folder`` when the map
+    names "disk"; otherwise the model goes to ``device``.
     """
     from accelerate import init_empty_weights
 
@@ -171,7 +173,7 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
         from accelerate import load_checkpoint_and_dispatch
 
         return load_checkpoint_and_dispatch(
-            model, str(directory), device_map=device_map, dtype=torch_dtype,
+            model, str(directory), device_map=device_map, dtype=torch_dtype, offload_folder=offload_folder,
             no_split_module_classes=["LlamaDecoderLayer", "CLIPEncoderLayer"],
         )
     for path in files:  # shard by shard: peak memory stays near one shard

@@ -116,7 +116,7 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     results = [Generation([], "", []) for _ in range(size)]
     finished = [False] * size
     for step in range(max_new_tokens):
-        logits = logits.index_fill(-1, banned, float("-inf"))
+        logits = logits.index_fill(-1, banned.to(logits.device), float("-inf"))  # lm_head may sit on another GPU
         if logits_processor is not None:
             logits = logits_processor(step, logits)
         chosen = _next_tokens(logits, do_sample, temperature, top_p, generator).tolist()
@@ -130,11 +130,11 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
             pieces = [embedding(torch.tensor([token], device=device))]
             route = model.route_of_id.get(token)
             if route is not None:
-                table = model.query_table(route)
-                pieces.append(table.weight.to(embeds.dtype))
-                pending.append((row, route, table.num_embeddings))
+                count = model.query_table(route).num_embeddings
+                pieces.append(model.query_embeddings(route, count, pieces[0]))
+                pending.append((row, route, count))
                 results[row].routes.append(route)
-                results[row].token_ids += [model.special_ids[q] for q in T.query_tokens(table.num_embeddings)]
+                results[row].token_ids += [model.special_ids[q] for q in T.query_tokens(count)]
             chunks.append(torch.cat(pieces))
             finished[row] = token == eos
         width = max(len(c) for c in chunks)
@@ -153,7 +153,7 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
         for row, route, count in pending:
             results[row].groups.append(GeneratedGroup(route, "", [], hidden[row, 1: 1 + count]))
         last = (chunk_mask.sum(1) - 1).clamp(min=0)
-        logits = model.llm.lm_head(hidden[torch.arange(size, device=device), last])
+        logits = model.llm.lm_head(hidden[torch.arange(size, device=hidden.device), last.to(hidden.device)])
         lengths = lengths + chunk_mask.sum(1)
         if all(finished):
             break

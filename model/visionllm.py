@@ -135,6 +135,12 @@ class VisionLLMv2(nn.Module):
     def query_table(self, route: str) -> nn.Embedding:
         return getattr(self, f"emb_embeddings_{T.QUERY_TABLE_OF_ROUTE[route]}")
 
+    def query_embeddings(self, route: str, count: int, like: torch.Tensor) -> torch.Tensor:
+        """The first ``count`` rows of the route's query table ``(count, H)``, on ``like``'s device and
+        dtype. Read by calling the table, not through ``.weight``: under an accelerate device map that
+        offloads it, the weight is an empty meta tensor outside the call."""
+        return self.query_table(route)(torch.arange(count, device=like.device)).to(like.device, like.dtype)
+
     # ------------------------------------------------------------------ embedding
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Tiles ``(N, 3, S, S)`` → bridged patch features ``(N, P, H)`` and the tower's hidden states."""
@@ -154,7 +160,7 @@ class VisionLLMv2(nn.Module):
         if batch.pixel_values is not None and image_features is None:
             image_features, hidden_states = self.encode_images(batch.pixel_values)
         if image_features is not None:
-            flat = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
+            flat = image_features.reshape(-1, embeds.shape[-1]).to(embeds.device, embeds.dtype)
             if int(patch_slots.sum()) != flat.shape[0]:
                 raise InvalidInputError(
                     f"image slots: the text holds {int(patch_slots.sum())} <im_patch> tokens, the images give {flat.shape[0]}"
@@ -167,7 +173,7 @@ class VisionLLMv2(nn.Module):
         if groups:
             rows = torch.tensor([g.row for g in groups for _ in range(g.count)], device=ids.device)
             cols = torch.tensor([g.position + 1 + i for g in groups for i in range(g.count)], device=ids.device)
-            values = torch.cat([self.query_table(g.route).weight[: g.count] for g in groups]).to(embeds.dtype)
+            values = torch.cat([self.query_embeddings(g.route, g.count, embeds) for g in groups])
             embeds = embeds.index_put((rows, cols), values)
         return embeds, groups
 
@@ -187,7 +193,7 @@ class VisionLLMv2(nn.Module):
             hidden_states = tuple(h[tiles] for h in hidden_states)
         dtype = next(self.region_encoder.parameters()).dtype
         regions = self.region_encoder(thumbnails.to(dtype), batch.region_masks.to(dtype), hidden_states)  # (R, H)
-        return embeds.masked_scatter(region_slots[..., None], regions.to(embeds.dtype))
+        return embeds.masked_scatter(region_slots[..., None], regions.to(embeds.device, embeds.dtype))
 
     def find_groups(self, ids: torch.Tensor) -> list[Group]:
         """Every routing token followed by its full run of query slots, row by row."""
@@ -279,11 +285,13 @@ class VisionLLMv2(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str, torch_dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, device_map: Any = None) -> VisionLLMv2:
+                        device: str | torch.device | None = None, device_map: Any = None,
+                        offload_folder: str | None = None) -> VisionLLMv2:
         """Load a local model directory; see :func:`visionllm2.model.checkpoint.from_pretrained`."""
         from .checkpoint import from_pretrained
 
-        return from_pretrained(directory, torch_dtype=torch_dtype, device=device, device_map=device_map)
+        return from_pretrained(directory, torch_dtype=torch_dtype, device=device, device_map=device_map,
+                               offload_folder=offload_folder)
 
     @torch.no_grad()
     def generate(self, batch: Batch, **options: Any) -> list[Any]:

@@ -108,13 +108,15 @@ class Session:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path_or_preset: str, device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, device_map: Any = None, **options: Any) -> Session:
+                        dtype: torch.dtype | str | None = None, device_map: Any = None,
+                        offload_folder: str | None = None, **options: Any) -> Session:
         """A local model directory, or a preset name: ``shapes`` (the model trained on ShapesWorld and
         shipped inside the package, offline), ``tiny`` (random weights, for trying the API).
 
         Device: CUDA when present, else CPU. Dtype (a torch dtype or its name, "bfloat16"): bfloat16 on
         CUDA, float32 on CPU. ``device_map``
-        ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate.
+        ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate; parts it maps
+        to "disk" go to ``offload_folder``.
         """
         from pathlib import Path
 
@@ -132,7 +134,7 @@ class Session:
             path_or_preset = str(shipped)
         if Path(path_or_preset).is_dir():
             model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=None if device_map else device,
-                                                device_map=device_map)
+                                                device_map=device_map, offload_folder=offload_folder)
         else:
             if "/" in path_or_preset or "\\" in path_or_preset:  # meant as a path (or a hub id), not a preset
                 raise CheckpointError(f"{path_or_preset}: expected a local model directory (with config.json) or a "

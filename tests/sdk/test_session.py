@@ -364,6 +364,31 @@ def test_from_pretrained_directory_with_an_accelerate_device_map(tmp_path, photo
                                   mapped.ground("person", image=photo).boxes.xyxy)
 
 
+def test_parts_offloaded_by_a_device_map_answer_as_if_they_were_loaded(tmp_path, photo, tokenizer):
+    # Offloaded parts hold empty meta weights outside their own calls (accelerate's hooks load them
+    # then), as on a GPU too small for the 7B model. The query tables were once read through
+    # `.weight`, and every answer came from empty queries.
+    from visionllm2.model.config import VisionLLMv2Config
+    from visionllm2.model.visionllm import VisionLLMv2
+
+    torch.manual_seed(0)
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), tokenizer=tokenizer).save_pretrained(tmp_path / "m")
+    plain = Session.from_pretrained(str(tmp_path / "m"), device="cpu")
+    names = [name for name, _ in plain.model.named_children()]
+    offloaded = {"vl_bridge", "region_encoder", *(name for name in names if name.startswith("emb_embeddings_"))}
+    device_map = {name: "disk" if name in offloaded else "cpu" for name in names}
+    mapped = Session.from_pretrained(str(tmp_path / "m"), device_map=device_map, offload_folder=str(tmp_path / "off"))
+    assert mapped.model.emb_embeddings_det.weight.is_meta  # offloaded indeed
+    for session in (plain, mapped):
+        session.detect(["person", "rocket"], image=photo)
+        session.segment(prompts=[Box(40, 30, 200, 220)])  # the region encoder
+    for ours, theirs in zip(plain.turns, mapped.turns):
+        assert ours.text == theirs.text
+        for a, b in zip(ours.results, theirs.results):
+            np.testing.assert_allclose(a.xyxy if a.kind == "boxes" else a.boxes, b.xyxy if b.kind == "boxes" else b.boxes,
+                                       atol=1e-3)
+
+
 def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
     """The option check keeps its own list of the LLM's decoding options; it must not drift from
     generate()'s keywords (``seed`` becomes its ``generator``)."""
