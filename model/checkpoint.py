@@ -133,6 +133,35 @@ def load_tokenizer(directory: Path, config: VisionLLMv2Config) -> Tokenizer | No
     return Tokenizer.from_directory(spec) if Path(spec).is_dir() else None
 
 
+def load_offloaded_decoders(model: Any, files: list[Path], torch_dtype: torch.dtype | None) -> Any:
+    """Load each decoder that a device map offloaded onto the CPU, whole, and run it there.
+
+    accelerate keeps offloaded weights on the meta device and loads each module's own ones only
+    while that module is called. The decoders use their parts outside those calls (a shared box
+    head, a denoiser run by a diffusers pipeline, not by ``forward``), so an offloaded decoder would
+    read empty weights. Slower on the CPU than on a GPU, but right; the LLM's layers offload as usual.
+    """
+    from accelerate.hooks import remove_hook_from_module
+    from accelerate.utils import set_module_tensor_to_device
+
+    for name, decoder in model.decoders().items():
+        if not any(parameter.is_meta for parameter in decoder.parameters()):
+            continue
+        remove_hook_from_module(decoder, recurse=True)
+        for path in files:
+            with readable_weights(path), safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    if key.startswith(f"{name}."):
+                        value = handle.get_tensor(key)
+                        dtype = torch_dtype if torch_dtype is not None and value.is_floating_point() else None
+                        set_module_tensor_to_device(model, key, "cpu", value=value, dtype=dtype)
+        decoder.to("cpu")  # its buffers too
+        missing = [key for key, parameter in decoder.named_parameters() if parameter.is_meta]
+        if missing:
+            raise CheckpointError(f"{name}: offloaded parameters left without weights: {missing[:10]}")
+    return model
+
+
 def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = None,
                     device: str | torch.device | None = None, device_map: Any = None,
                     offload_folder: str | Path | None = None) -> Any:
@@ -172,10 +201,11 @@ def from_pretrained(directory: str | Path, torch_dtype: torch.dtype | None = Non
     if device_map is not None:
         from accelerate import load_checkpoint_and_dispatch
 
-        return load_checkpoint_and_dispatch(
+        model = load_checkpoint_and_dispatch(
             model, str(directory), device_map=device_map, dtype=torch_dtype, offload_folder=offload_folder,
             no_split_module_classes=["LlamaDecoderLayer", "CLIPEncoderLayer"],
         )
+        return load_offloaded_decoders(model, files, torch_dtype)
     for path in files:  # shard by shard: peak memory stays near one shard
         with readable_weights(path), safe_open(str(path), framework="pt", device=str(device or "cpu")) as handle:
             shard = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)

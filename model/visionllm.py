@@ -122,7 +122,15 @@ class VisionLLMv2(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.llm.get_input_embeddings().weight.device
+        """Where inputs go: the input embedding's device, or, when an accelerate device map offloads
+        it (its weight then lies on the meta device), the device its hook runs it on."""
+        embedding = self.llm.get_input_embeddings()
+        if embedding.weight.is_meta:
+            for module in (embedding, self.llm.model, self.llm):
+                hook = getattr(module, "_hf_hook", None)
+                if getattr(hook, "execution_device", None) is not None:
+                    return torch.device(hook.execution_device)
+        return embedding.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -390,6 +390,8 @@ class Session:
 
     def _run_decoder(self, decoder, states, picture, turn_index: int, interactive: bool, labels: list[str] | None,
                      options: dict[str, Any], marks: np.ndarray | None = None) -> list[Result]:
+        device = next(decoder.parameters()).device  # under a device map, not always the LLM's
+        states = replace(states, states=states.states.to(device), sample_index=states.sample_index.to(device))
         with torch.no_grad():
             if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
                 captions = labels or [label or "" for label in states.labels]

@@ -366,27 +366,40 @@ def test_from_pretrained_directory_with_an_accelerate_device_map(tmp_path, photo
 
 def test_parts_offloaded_by_a_device_map_answer_as_if_they_were_loaded(tmp_path, photo, tokenizer):
     # Offloaded parts hold empty meta weights outside their own calls (accelerate's hooks load them
-    # then), as on a GPU too small for the 7B model. The query tables were once read through
-    # `.weight`, and every answer came from empty queries.
-    from visionllm2.model.config import VisionLLMv2Config
+    # then), as on a GPU too small for the 7B model. Before, the query tables were read through
+    # `.weight` (answers from empty queries), `model.device` said "meta", and every decoder failed.
+    from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
+    from visionllm2.model.decoders import build_decoders
     from visionllm2.model.visionllm import VisionLLMv2
 
     torch.manual_seed(0)
-    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), tokenizer=tokenizer).save_pretrained(tmp_path / "m")
+    config = VisionLLMv2Config.preset("tiny")
+    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    config.detection.score_threshold = config.pose.score_threshold = 0.0  # random weights: show every answer
+    VisionLLMv2.from_config(config, build_decoders(config), tokenizer).save_pretrained(tmp_path / "m")
     plain = Session.from_pretrained(str(tmp_path / "m"), device="cpu")
     names = [name for name, _ in plain.model.named_children()]
-    offloaded = {"vl_bridge", "region_encoder", *(name for name in names if name.startswith("emb_embeddings_"))}
-    device_map = {name: "disk" if name in offloaded else "cpu" for name in names}
+    kept = {"vl_bridge"}  # one part stays, so the map mixes loaded and offloaded ones
+    device_map = {name: "cpu" if name in kept else "disk" for name in names}
     mapped = Session.from_pretrained(str(tmp_path / "m"), device_map=device_map, offload_folder=str(tmp_path / "off"))
-    assert mapped.model.emb_embeddings_det.weight.is_meta  # offloaded indeed
+    assert mapped.model.llm.get_input_embeddings().weight.is_meta and mapped.model.device == torch.device("cpu")
+    assert not any(p.is_meta for decoder in mapped.model.decoders().values() for p in decoder.parameters())
     for session in (plain, mapped):
         session.detect(["person", "rocket"], image=photo)
         session.segment(prompts=[Box(40, 30, 200, 220)])  # the region encoder
-    for ours, theirs in zip(plain.turns, mapped.turns):
+        session.pose(["person"])
+        session.generate("a red circle", seed=3)
+        session.edit("make it blue", image=photo, seed=3)
+    assert [len(r) for t in mapped.turns for r in t.results if r.kind != "images"] == [len(r) for t in plain.turns for r in t.results if r.kind != "images"]
+    assert all(len(r) for t in plain.turns for r in t.results)  # something to compare in every turn
+    for ours, theirs in zip(plain.turns, mapped.turns, strict=True):
         assert ours.text == theirs.text
-        for a, b in zip(ours.results, theirs.results):
-            np.testing.assert_allclose(a.xyxy if a.kind == "boxes" else a.boxes, b.xyxy if b.kind == "boxes" else b.boxes,
-                                       atol=1e-3)
+        for a, b in zip(ours.results, theirs.results, strict=True):
+            if a.kind == "images":
+                assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+            else:
+                np.testing.assert_allclose(a.xyxy if a.kind == "boxes" else a.boxes,
+                                           b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-3)
 
 
 def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
