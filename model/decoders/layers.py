@@ -55,10 +55,11 @@ class Float32DeformableSampling(nn.Module):
     Stands in for transformers' ``MultiScaleDeformableAttention`` (same arguments, no parameters) in
     Grounding DINO and UniPose. Why float32:
 
-    - the official Deformable-DETR / Grounding DINO CUDA op runs in float32 and casts half inputs up:
-      bfloat16 keeps 8 bits of a sampling location, a quarter of a pixel at the edge of a 64-wide map;
     - PyTorch's CPU ``grid_sample`` returns NaN and huge values for bfloat16 inputs with the strides
-      these layers give it (torch 2.13), which left every bfloat16 detection on CPU empty.
+      these layers give it (torch 2.13), which left every bfloat16 detection on CPU empty;
+    - the official Deformable-DETR / Grounding DINO CUDA op runs in float32 and casts half inputs up,
+      so the bilinear weights and the sums over points and levels are float32 there too. (The
+      locations arrive already rounded: transformers computes them in the model's dtype.)
     """
 
     def forward(self, value: torch.Tensor, value_spatial_shapes: torch.Tensor,
