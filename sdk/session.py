@@ -104,6 +104,7 @@ class Session:
         # runs only the tokens after them. `_pending_cache` becomes it when a turn commits.
         self._prefix_cache: tuple[tuple[int, ...], Any] = ((), None)
         self._pending_cache: tuple[tuple[int, ...], Any] = ((), None)
+        self._cache_where: tuple[torch.device, torch.dtype] | None = None  # the model's device and dtype then
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -342,7 +343,11 @@ class Session:
         reuse = len(cached_ids) if cache is not None and ids[: len(cached_ids)] == cached_ids else 0
         if reuse >= len(ids):
             reuse = 0  # nothing new to run: recompute rather than special-case an empty forward
+        where = (self.model.device, self.model.dtype)
+        if where != self._cache_where:  # the model moved or was cast since: its cached keys no longer fit
+            reuse = 0
         if not reuse:
+            self._cache_where = where
             return DynamicCache(), 0
         if cache.get_seq_length() > reuse:
             cache.crop(reuse - cache.get_seq_length())  # drop what a failed turn appended after the prefix

@@ -402,6 +402,19 @@ def test_parts_offloaded_by_a_device_map_answer_as_if_they_were_loaded(tmp_path,
                                            b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-3)
 
 
+def test_a_session_goes_on_after_its_model_is_cast_or_moved(photo):
+    # The conversation's KV cache and the image's features were made for the old device and dtype;
+    # reused as they were, the next turn raised (attention: bfloat16 queries, float32 cached keys).
+    session = Session.from_pretrained("tiny", device="cpu")
+    session.detect(["person"], image=photo)
+    session.model.to(torch.bfloat16)
+    session.detect(["rocket"])
+    session.ask("What is in the picture?")
+    session.model.to(torch.float32)
+    session.segment(prompts=[Box(40, 30, 200, 220)])
+    assert [t.routes for t in session.turns][:2] == [["[DET]"], ["[DET]"]] and len(session.turns) == 4
+
+
 def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
     """The option check keeps its own list of the LLM's decoding options; it must not drift from
     generate()'s keywords (``seed`` becomes its ``generator``)."""
