@@ -1,7 +1,6 @@
 """Decoder predictions → typed results, whatever device and dtype the model ran in.
 
-No GPU runs here, so a tensor subclass stands in for one on a CUDA device: like a CUDA tensor it
-refuses ``.numpy()`` until brought to the host with ``.cpu()``.
+No GPU runs here: :mod:`fake_gpu`'s stand-in tensors refuse ``.numpy()`` as CUDA ones do.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fake_gpu import OnGPU
 
 from visionllm2.model import tokens as T
 from visionllm2.model.decoders.detection_post import DetectionPrediction
@@ -16,18 +16,8 @@ from visionllm2.model.decoders.pose_post import PosePrediction
 from visionllm2.sdk import adapters
 
 
-class OnDevice(torch.Tensor):
-    """A tensor that, like one on a GPU, cannot be read by numpy until ``.cpu()``."""
-
-    def numpy(self, *args, **kwargs):
-        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() first.")
-
-    def cpu(self, *args, **kwargs):
-        return self.as_subclass(torch.Tensor).clone()
-
-
 def on_device(tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return (tensor.to(dtype) if dtype is not None else tensor).as_subclass(OnDevice)
+    return (tensor.to(dtype) if dtype is not None else tensor).as_subclass(OnGPU)
 
 
 def test_the_stand_in_refuses_numpy_as_a_gpu_tensor_does():

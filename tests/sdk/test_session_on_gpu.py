@@ -1,0 +1,104 @@
+"""Every verb, and training's losses, with the model on a stand-in CUDA device (:mod:`fake_gpu`).
+
+The stand-in computes on the CPU, so each answer must equal the one the same model gives on the
+host, exactly; what it adds is CUDA's placement rules. It caught two bugs that made every detect,
+segment, ground and pose turn raise on a GPU: predictions read with ``.numpy()``, and pose
+keypoints scaled by a host tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fake_gpu import DEVICE, OnGPU, StandInGPU, on_stand_in_gpu
+
+from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
+from visionllm2.model.decoders import build_decoders
+from visionllm2.model.visionllm import VisionLLMv2
+from visionllm2.sdk import Box, Point, Session
+
+
+def test_the_stand_in_keeps_cudas_placement_rules():
+    with StandInGPU():
+        gpu = torch.ones(3, device="cuda")
+        assert isinstance(gpu, OnGPU) and gpu.device == DEVICE
+        assert isinstance(torch.zeros(2).to("cuda:0"), OnGPU) and isinstance((gpu * 2).to(torch.float16), OnGPU)
+        assert type(gpu.to("cpu")) is torch.Tensor and type(gpu.cpu()) is torch.Tensor
+        with pytest.raises(RuntimeError, match="same device"):
+            gpu + torch.ones(3)
+        with pytest.raises(TypeError, match="numpy"):
+            gpu.numpy()
+        assert float((gpu * torch.tensor(2.0)).sum()) == 6.0  # a 0-d host tensor may mix, as on CUDA
+        assert gpu[torch.tensor([0, 2])].tolist() == [1.0, 1.0]  # and host indices
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()[::4, ::4]  # (128, 128, 3), a real photograph shipped with scikit-image
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    config = VisionLLMv2Config.preset("tiny")
+    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    config.detection.score_threshold = config.pose.score_threshold = 0.0  # random weights: show every answer
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_with_denoisers")
+    VisionLLMv2.from_config(config, build_decoders(config), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def conversation(session: Session, photo) -> list:
+    session.detect(["person", "rocket"], image=photo)
+    session.segment(["person"])
+    session.segment(prompts=[Point(120, 100), Box(40, 30, 200, 220)])
+    session.segment(examples=[(photo, Box(40, 30, 200, 220))], image=photo)
+    session.ground("the person")
+    session.ask("What is in the picture?")
+    session.pose(["person"])
+    session.generate("a red circle", seed=3)
+    session.edit("make it blue", image=photo, seed=3)
+    return session.turns
+
+
+def test_every_verb_answers_on_a_gpu_as_on_the_host(model_dir, photo):
+    host = conversation(Session(VisionLLMv2.from_pretrained(str(model_dir)).eval(), max_new_tokens=12), photo)
+    model = on_stand_in_gpu(VisionLLMv2.from_pretrained(str(model_dir)).eval())
+    assert model.device == DEVICE
+    with StandInGPU():
+        gpu = conversation(Session(model, max_new_tokens=12), photo)
+    assert [t.text for t in gpu] == [t.text for t in host]
+    for ours, theirs in zip(gpu, host, strict=True):
+        assert [r.kind for r in ours.results] == [r.kind for r in theirs.results]
+        for a, b in zip(ours.results, theirs.results):
+            if a.kind == "images":
+                assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+            else:
+                assert len(a) == len(b) > 0
+                np.testing.assert_allclose(a.xyxy if a.kind == "boxes" else a.boxes,
+                                           b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-4)
+
+
+def test_every_route_trains_on_a_gpu(tokenizer):
+    # Losses read targets made on the host (numpy boxes, masks, keypoints, pictures) beside GPU states.
+    from visionllm2.model.data.tasks import ShapesWorld
+    from visionllm2.model.processor import Processor
+    from visionllm2.model.training.trainer import samples_to_inputs
+
+    config = VisionLLMv2Config.preset("tiny")
+    config.generation, config.editing = GenerationConfig.tiny(latent=True), GenerationConfig.tiny(edit=True)
+    torch.manual_seed(0)
+    model = on_stand_in_gpu(VisionLLMv2.from_config(config, build_decoders(config), tokenizer))
+    processor = Processor(model.config, model.tokenizer)
+    with StandInGPU():
+        for task in ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit"):
+            world = ShapesWorld(processor, tasks={task: 1.0})
+            batch, images, targets = samples_to_inputs(processor, [world.sample(i) for i in range(2)], tokenizer.pad_id)
+            output = model(batch.to(DEVICE), images, targets)
+            output.loss.backward()
+            assert isinstance(output.loss, OnGPU) and bool(torch.isfinite(output.loss)), task
+            assert task == "chat" or output.decoder_outputs, task
+            model.zero_grad(set_to_none=True)
