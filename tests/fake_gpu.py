@@ -88,13 +88,14 @@ class StandInGPU(TorchFunctionMode):
 
     @staticmethod
     def _to(tensor: torch.Tensor, rest: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
-        target = kwargs.pop("device", None)
+        target = kwargs.get("device")
+        if "device" in kwargs:
+            kwargs["device"] = "cpu"
         for index, item in enumerate(rest):
             if isinstance(item, torch.Tensor):  # .to(other): its device and dtype
                 target, rest[index] = item.device, item.dtype
             elif isinstance(item, (str, torch.device)) or (isinstance(item, int) and not isinstance(item, bool)):
-                target, rest[index] = item, None
-        rest = [item for item in rest if item is not None]
+                target, rest[index] = item, "cpu"
         moved = torch.Tensor.to(_host(tensor), *rest, **kwargs)
         on_gpu = _means_gpu(target) if target is not None else isinstance(tensor, OnGPU)
         return moved.as_subclass(OnGPU) if on_gpu else _host(moved)

@@ -102,3 +102,23 @@ def test_every_route_trains_on_a_gpu(tokenizer):
             assert isinstance(output.loss, OnGPU) and bool(torch.isfinite(output.loss)), task
             assert task == "chat" or output.decoder_outputs, task
             model.zero_grad(set_to_none=True)
+
+
+def test_the_recipes_run_on_a_gpu_as_on_the_host(model_dir, photo):
+    from visionllm2.recipes.detect_segment_edit import detect_segment_edit
+    from visionllm2.recipes.in_context import in_context
+    from visionllm2.recipes.inspection import inspect_parts
+    from visionllm2.recipes.remote_sensing import map_objects
+
+    def run(session: Session) -> list:
+        edited = detect_segment_edit(session, photo, ["person"], "make it blue", edit_options={"seed": 1})
+        found = in_context(session, [(photo, Box(40, 30, 200, 220))], [photo], label="suit")
+        report = inspect_parts(session, [photo], ["scratch"], pixel_size=0.1, vocabulary=None)
+        mapped = map_objects(session, photo, ["building"], tile_size=64, overlap=16, vocabulary=None)
+        return [np.asarray(edited.after), len(found.items[0].masks), report.parts[0].passed, len(report.parts[0].defects),
+                len(mapped.objects)]
+
+    host = run(Session(VisionLLMv2.from_pretrained(str(model_dir)).eval(), max_new_tokens=12))
+    with StandInGPU():
+        gpu = run(Session(on_stand_in_gpu(VisionLLMv2.from_pretrained(str(model_dir)).eval()), max_new_tokens=12))
+    assert np.array_equal(gpu[0], host[0]) and gpu[1:] == host[1:] and host[1] and host[3] and host[4]  # all found some
