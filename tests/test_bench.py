@@ -81,3 +81,15 @@ def test_ask_probe_prints_each_task_and_phrasing_and_refuses_an_unknown_task():
     refused = subprocess.run([sys.executable, str(BENCH / "ask_probe.py"), "--tasks", "detect,dance"],
                              check=False, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "unknown ['dance']" in refused.stderr
+
+
+def test_dtype_check_prints_each_verb_in_both_dtypes():
+    result = subprocess.run([sys.executable, str(BENCH / "dtype_check.py"), "--repeats", "1", "--device", "cpu"],
+                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "shapes on cpu: float32 and bfloat16" in result.stdout
+    rows = {row.split("│")[1].strip(): row.split("│")[-2].strip() for row in result.stdout.splitlines()
+            if row.startswith("│")}
+    assert list(rows) == ["detect", "segment", "ground", "interactive", "ask", "pose", "generate", "edit"]
+    assert rows["detect"].startswith("box IoU") and rows["pose"].startswith("keypoints")
+    assert rows["generate"].startswith("pixels") and rows["ask"] in ("same text", "other text")
