@@ -115,9 +115,8 @@ class Session:
         shipped inside the package, offline), ``tiny`` (random weights, for trying the API).
 
         Device: CUDA when present, else CPU. Dtype (a torch dtype or its name, "bfloat16"): bfloat16 on
-        CUDA, float32 on CPU. ``device_map``
-        ("auto", a dict …) spreads a large model over GPUs and CPU through accelerate; parts it maps
-        to "disk" go to ``offload_folder``.
+        CUDA, float32 on CPU. ``device_map`` ("auto", a dict …) spreads a large model over GPUs and
+        CPU through accelerate; parts it maps to "disk" go to ``offload_folder``.
         """
         from pathlib import Path
 
