@@ -7,8 +7,10 @@ them (DESIGN §7) and the official decoder trains fine from the released weights
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +34,16 @@ class DetectionTarget:
     masks: torch.Tensor | np.ndarray | None = None
 
 
+def target_tensor(value: torch.Tensor | np.ndarray | Sequence[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A target field (numpy, nested lists, or a tensor on any device and dtype) as ``dtype`` on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(value), dtype=dtype, device=device)
+
+
 def _normalised(target: DetectionTarget, original: tuple[int, int], device: torch.device) -> dict[str, torch.Tensor]:
-    boxes = torch.as_tensor(np.asarray(target.boxes), dtype=torch.float32, device=device).reshape(-1, 4)
-    labels = torch.as_tensor(np.asarray(target.labels), dtype=torch.long, device=device).reshape(-1)
+    boxes = target_tensor(target.boxes, torch.float32, device).reshape(-1, 4)
+    labels = target_tensor(target.labels, torch.long, device).reshape(-1)
     if len(boxes) != len(labels):
         raise InvalidInputError(f"detection target: {len(boxes)} boxes but {len(labels)} labels")
     w, h = original
@@ -126,7 +135,7 @@ def detection_loss(raw: DetectorRaw, targets: list[DetectionTarget | None], inpu
             )
     masks = None
     if raw.masks is not None and all(t.masks is not None for t in targets):
-        masks = [torch.as_tensor(np.asarray(t.masks), device=device).bool() for t in targets]
+        masks = [target_tensor(t.masks, torch.bool, device) for t in targets]
     matcher = DeformableDetrHungarianMatcher(class_cost=config.class_weight, bbox_cost=config.box_l1_weight,
                                              giou_cost=config.giou_weight)
     num_boxes = max(float(sum(len(t["boxes"]) for t in normalised)), 1.0)

@@ -22,7 +22,7 @@ from transformers.loss.loss_for_object_detection import generalized_box_iou
 from ..config import PoseConfig
 from ..errors import InvalidInputError
 from .detection import DetectorInputs
-from .detection_loss import box_set_losses
+from .detection_loss import box_set_losses, target_tensor
 
 #: COCO's per-keypoint OKS sigmas, by COCO person keypoint name.
 COCO_SIGMAS: dict[str, float] = dict(zip(
@@ -65,9 +65,9 @@ class PoseTarget:
 
 
 def _normalised(target: PoseTarget, original: tuple[int, int], joints: int, device: torch.device) -> dict[str, torch.Tensor]:
-    boxes = torch.as_tensor(np.asarray(target.boxes), dtype=torch.float32, device=device).reshape(-1, 4)
-    labels = torch.as_tensor(np.asarray(target.labels), dtype=torch.long, device=device).reshape(-1)
-    keypoints = torch.as_tensor(np.asarray(target.keypoints), dtype=torch.float32, device=device).reshape(len(boxes), -1, 3)
+    boxes = target_tensor(target.boxes, torch.float32, device).reshape(-1, 4)
+    labels = target_tensor(target.labels, torch.long, device).reshape(-1)
+    keypoints = target_tensor(target.keypoints, torch.float32, device).reshape(len(boxes), -1, 3)
     if len(labels) != len(boxes) or keypoints.shape[1] != joints:
         raise InvalidInputError(
             f"pose target: {len(boxes)} boxes, {len(labels)} labels, keypoints {tuple(keypoints.shape)}; "

@@ -8,6 +8,8 @@ keypoints scaled by a host tensor.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -82,8 +84,19 @@ def test_every_verb_answers_on_a_gpu_as_on_the_host(model_dir, photo):
                                            b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-4)
 
 
-def test_every_route_trains_on_a_gpu(tokenizer):
-    # Losses read targets made on the host (numpy boxes, masks, keypoints, pictures) beside GPU states.
+def targets_on_gpu(target):
+    """A target dataclass with its numpy fields as GPU tensors (a GPU data pipeline's)."""
+    if not dataclasses.is_dataclass(target):
+        return target
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+    return dataclasses.replace(target, **{name: torch.as_tensor(value, device="cuda") for name, value in fields.items()
+                                          if isinstance(value, np.ndarray)})
+
+
+@pytest.mark.parametrize("targets_where", ["host", "gpu"])
+def test_every_route_trains_on_a_gpu(tokenizer, targets_where):
+    # Losses read targets beside GPU states: numpy boxes, masks, keypoints and pictures from the
+    # host, or tensors already on the GPU (those went through np.asarray and raised).
     from visionllm2.model.data.tasks import ShapesWorld
     from visionllm2.model.processor import Processor
     from visionllm2.model.training.trainer import samples_to_inputs
@@ -97,6 +110,8 @@ def test_every_route_trains_on_a_gpu(tokenizer):
         for task in ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit"):
             world = ShapesWorld(processor, tasks={task: 1.0})
             batch, images, targets = samples_to_inputs(processor, [world.sample(i) for i in range(2)], tokenizer.pad_id)
+            if targets_where == "gpu":
+                targets = {name: [targets_on_gpu(t) for t in group] for name, group in targets.items()}
             output = model(batch.to(DEVICE), images, targets)
             output.loss.backward()
             assert isinstance(output.loss, OnGPU) and bool(torch.isfinite(output.loss)), task
