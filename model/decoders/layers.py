@@ -87,7 +87,11 @@ class Float32DeformableSampling(nn.Module):
 
 def sample_deformable_in_float32(module: nn.Module) -> nn.Module:
     """Give every deformable-attention layer inside ``module`` :class:`Float32DeformableSampling`."""
+    from transformers.models.grounding_dino.modeling_grounding_dino import (
+        GroundingDinoMultiscaleDeformableAttention,
+    )
+
     for layer in module.modules():
-        if type(layer).__name__ == "GroundingDinoMultiscaleDeformableAttention":
+        if isinstance(layer, GroundingDinoMultiscaleDeformableAttention):
             layer.attn = Float32DeformableSampling()
     return module
