@@ -402,7 +402,7 @@ def evaluate_command(
     details: Annotated[bool, typer.Option(help="Print every metric of each task, not only its headline.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when present).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
-                                                    "float32 on CPU).")] = None,
+                                                    "float16 on GPUs without it, float32 on CPU).")] = None,
 ) -> None:
     """Score a model on held-out ShapesWorld through the Session and print one table."""
     from visionllm2.recipes.evaluate import HEADLINE, evaluate

@@ -111,9 +111,12 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def checked_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     """``dtype`` as a floating torch dtype, by object or name ("bfloat16", "bf16", "float16" …); None:
-    bfloat16 on CUDA (as the 7B model was released), float32 elsewhere."""
+    bfloat16 on CUDA (as the 7B model was released), float16 on GPUs without native bfloat16 (T4,
+    V100: torch would emulate it, slowly), float32 elsewhere."""
     if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype.lower().removeprefix("torch."), dtype)
     if not isinstance(dtype, torch.dtype) or dtype not in DTYPES.values():

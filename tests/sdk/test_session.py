@@ -160,6 +160,17 @@ def test_from_pretrained_takes_a_dtype_or_its_name(dtype, expected):
     assert {p.dtype for p in session.model.parameters()} == {expected}
 
 
+@pytest.mark.parametrize(("native_bfloat16", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_the_default_dtype_on_a_gpu_is_bfloat16_where_it_is_native(monkeypatch, native_bfloat16, expected):
+    # A T4 or V100 would emulate bfloat16, slowly: float16 there.
+    from visionllm2.sdk._arguments import checked_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bfloat16)
+    assert checked_dtype(None, torch.device("cuda", 0)) == expected
+    assert checked_dtype(None, torch.device("cpu")) == torch.float32
+    assert checked_dtype("bf16", torch.device("cuda", 0)) == torch.bfloat16  # asked for: given
+
+
 @pytest.mark.parametrize("dtype", ["int8", "half-ish", torch.int64, 16])
 def test_from_pretrained_refuses_a_dtype_that_is_not_a_float_type(dtype):
     with pytest.raises(InvalidInputError, match="dtype: expected one of torch.float32, torch.bfloat16, torch.float16"):
