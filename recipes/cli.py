@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from visionllm2.recipes.recipe_cli import recipe_app
+from visionllm2.recipes.recipe_cli import Device, Dtype, recipe_app
 
 app = typer.Typer(
     name="visionllm2",
@@ -400,9 +400,8 @@ def evaluate_command(
     domains: Annotated[str, typer.Option(help="Domain packs mixed into the scenes, comma-separated.")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     details: Annotated[bool, typer.Option(help="Print every metric of each task, not only its headline.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when present).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, "
-                                                    "float16 on GPUs without it, float32 on CPU).")] = None,
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Score a model on held-out ShapesWorld through the Session and print one table."""
     from visionllm2.recipes.evaluate import HEADLINE, evaluate

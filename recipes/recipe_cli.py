@@ -33,6 +33,9 @@ console = Console()
 Source = Annotated[str, typer.Argument(help="An image file, a folder of images, or a glob pattern (quote it).")]
 Out = Annotated[Path, typer.Option(help="Where to write pictures, contact sheet, COCO JSON, transcript, report.")]
 Model = Annotated[str, typer.Option(help="A model directory (e.g. `visionllm2 convert` output) or a preset name.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when present).")]
+Dtype = Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float16 on "
+                                                "GPUs without it, float32 on CPU).")]
 AnyClass = Annotated[bool, typer.Option("--any-class", help="Allow class names outside the domain's vocabulary.")]
 MinScore = Annotated[float | None, typer.Option(help="Drop results scored below this (0–1).")]
 
@@ -62,12 +65,12 @@ def _names(text: str | None, default: Sequence[str]) -> list[str]:
     return list(default) if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _session(model: str) -> Any:
+def _session(model: str, device: str | None, dtype: str | None) -> Any:
     from visionllm2.sdk import Session
 
     try:
         with console.status(f"loading {model}"):
-            return Session.from_pretrained(model)
+            return Session.from_pretrained(model, device=device, dtype=dtype)
     except VisionLLMError as error:
         raise _stop(error) from error
 
@@ -130,6 +133,8 @@ def detect_segment_edit_command(
     instruction: Annotated[str | None, typer.Option(help="Edit to apply inside the masks, e.g. 'make it red'.")] = None,
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
     min_score: MinScore = None,
     max_objects: Annotated[int, typer.Option(help="Segment at most this many detections an image.")] = 20,
     steps: Annotated[int | None, typer.Option(help="Diffusion steps of the edit.")] = None,
@@ -145,7 +150,7 @@ def detect_segment_edit_command(
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
-    session = _session(model)
+    session = _session(model, device, dtype)
     with _progress(len(inputs), "detect → segment → edit") as done:
         results, failures = run_batch(inputs, lambda item: (item[0], dse.detect_segment_edit(
             session, item[1], names, instruction, min_score=min_score, max_objects=max_objects, edit_options=options)),
@@ -182,6 +187,8 @@ def in_context_command(
     label: Annotated[str, typer.Option(help="Name for what the examples show.")] = "object",
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
     min_score: MinScore = None,
 ) -> None:
     """Find and segment in the targets what the examples mark on reference images."""
@@ -194,7 +201,7 @@ def in_context_command(
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
-    session = _session(model)
+    session = _session(model, device, dtype)
     with _progress(len(inputs), "in-context") as done:
         result = ic.in_context(session, examples, [image for _, image in inputs], label=label, min_score=min_score,
                                on_done=done)
@@ -228,6 +235,8 @@ def inspect_command(
     class_max_area: Annotated[list[str] | None, typer.Option(help="CLASS=MM2, per class; repeatable.")] = None,
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
     min_score: MinScore = None,
     any_class: AnyClass = False,
 ) -> None:
@@ -246,7 +255,7 @@ def inspect_command(
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
-    session = _session(model)
+    session = _session(model, device, dtype)
     with _progress(len(inputs), "inspection") as done:
         report = inspection.inspect_parts(session, [image for _, image in inputs], names, size, thresholds,
                                           min_score=min_score, vocabulary=vocabulary, on_done=done)
@@ -271,6 +280,8 @@ def medical_command(
     window: Annotated[str, typer.Option(help="Percentiles 'low,high' that map 16-bit input to 8 bits.")] = "0.5,99.5",
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
     min_score: MinScore = None,
     any_class: AnyClass = False,
 ) -> None:
@@ -285,7 +296,7 @@ def medical_command(
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
-    session = _session(model)
+    session = _session(model, device, dtype)
     with _progress(len(inputs), "medical") as done:
         report = medical.measure_structures(session, [image for _, image in inputs], names, spacing,
                                             window=percentiles, min_score=min_score, vocabulary=vocabulary,
@@ -308,6 +319,8 @@ def remote_sensing_command(
                                                           "coordinates in the GeoJSON.")] = None,
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
     any_class: AnyClass = False,
 ) -> None:
     """Map objects on large images by overlapping tiles; merged polygons, rotated boxes, GeoJSON."""
@@ -322,7 +335,7 @@ def remote_sensing_command(
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
-    session = _session(model)
+    session = _session(model, device, dtype)
 
     def work(item: tuple[str, Any]) -> tuple[str, Any]:
         result = remote_sensing.map_objects(session, item[1], names, tile_size=tile_size, overlap=overlap,

@@ -145,3 +145,15 @@ def test_in_context_refuses_bad_examples(parts_dir, tmp_path, example, message):
     result = invoke("in-context", str(parts_dir), "--example", example.format(ref=reference), "--out",
                     str(tmp_path / "out"))
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+def test_each_recipe_command_takes_a_device_and_a_dtype(parts_dir, tmp_path):
+    result = invoke("inspect", str(parts_dir), "--pixel-size", "0.05", "--device", "cpu", "--dtype", "bfloat16",
+                    "--out", str(tmp_path / "half"))
+    assert result.exit_code == 0 and "2 of 3 inputs done" in result.output, result.output
+    for args, message in [(["--dtype", "int8"], "dtype: expected one of"), (["--device", "tpu:9"], "device: expected")]:
+        result = invoke("inspect", str(parts_dir), "--pixel-size", "0.05", *args, "--out", str(tmp_path / "bad"))
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    for command in ("detect-segment-edit", "in-context", "inspect", "medical", "remote-sensing"):
+        help_text = runner.invoke(app, ["recipe", command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--device" in help_text and "--dtype" in help_text, command
