@@ -66,22 +66,28 @@ def conversation(session: Session, photo) -> list:
     return session.turns
 
 
-def test_every_verb_answers_on_a_gpu_as_on_the_host(model_dir, photo):
-    host = conversation(Session(VisionLLMv2.from_pretrained(str(model_dir)).eval(), max_new_tokens=12), photo)
-    model = on_stand_in_gpu(VisionLLMv2.from_pretrained(str(model_dir)).eval())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bfloat16: what CUDA loads
+def test_every_verb_answers_on_a_gpu_as_on_the_host(model_dir, photo, dtype):
+    host = conversation(Session(VisionLLMv2.from_pretrained(str(model_dir), dtype).eval(), max_new_tokens=12), photo)
+    model = on_stand_in_gpu(VisionLLMv2.from_pretrained(str(model_dir), dtype).eval())
     assert model.device == DEVICE
     with StandInGPU():
         gpu = conversation(Session(model, max_new_tokens=12), photo)
     assert [t.text for t in gpu] == [t.text for t in host]
     for ours, theirs in zip(gpu, host, strict=True):
         assert [r.kind for r in ours.results] == [r.kind for r in theirs.results]
+        # In float32 everything is identical. In bfloat16 the pictures come out 3-4 levels of 255
+        # apart: some library path rounds differently once a tensor says it is on CUDA, and the
+        # denoising steps carry that into the pixels. Texts and boxes agree.
+        exact = dtype == torch.float32
         for a, b in zip(ours.results, theirs.results):
             if a.kind == "images":
-                assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+                apart = np.abs(np.asarray(a.images[0], float) - np.asarray(b.images[0], float)).mean()
+                assert apart == 0 if exact else apart < 8, apart
             else:
                 assert len(a) == len(b) > 0
                 np.testing.assert_allclose(a.xyxy if a.kind == "boxes" else a.boxes,
-                                           b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-4)
+                                           b.xyxy if b.kind == "boxes" else b.boxes, atol=1e-4 if exact else 1.0)
 
 
 def targets_on_gpu(target):
