@@ -78,7 +78,7 @@ def test_every_verb_answers_on_a_gpu_as_on_the_host(model_dir, photo, dtype):
         assert [r.kind for r in ours.results] == [r.kind for r in theirs.results]
         # In float32 everything is identical. In bfloat16 the pictures come out 3-4 levels of 255
         # apart: some library path rounds differently once a tensor says it is on CUDA, and the
-        # denoising steps carry that into the pixels. Texts and boxes agree.
+        # denoising steps carry that into the pixels. Texts agree, boxes within a pixel.
         exact = dtype == torch.float32
         for a, b in zip(ours.results, theirs.results):
             if a.kind == "images":
