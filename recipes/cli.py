@@ -65,12 +65,15 @@ def doctor() -> None:
     console.print(f"torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}")
     console.print(f"CPU threads: {torch.get_num_threads()}")
     if torch.cuda.is_available():
+        from visionllm2.sdk._arguments import checked_dtype
+
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            console.print(
-                f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
-            )
+            with torch.cuda.device(index):
+                native = torch.cuda.is_bf16_supported(including_emulation=False)
+                loads = str(checked_dtype(None, torch.device("cuda", index))).removeprefix("torch.")
+            console.print(f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                          f"bf16 {'native' if native else 'emulated only'}; sessions load {loads} here")
     else:
         console.print("CUDA: no GPU visible; models run on the CPU in float32")
     dtypes = Table(title="dtype support on cpu", show_header=True)
@@ -151,13 +154,15 @@ def _check_manifest(check: Path, prefix: str | None) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where to write the demo's files.")] = Path("demo_out"),
     model: Annotated[str, typer.Option(help="The shipped 'shapes' model, 'tiny' (random weights) or a model directory.")] = "shapes",
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Run a multi-turn session on generated pictures; write annotated pictures, a contact sheet and the transcript."""
     from visionllm2.recipes.demo import run_demo
     from visionllm2.sdk import VisionLLMError
 
     try:
-        run_demo(out, console, model)
+        run_demo(out, console, model, device=device, dtype=dtype)
     except VisionLLMError as error:
         console.print(f"[red]demo: {escape(str(error))}[/red]")
         raise typer.Exit(2) from error

@@ -53,8 +53,10 @@ def contact_sheet(panels: list[tuple[str, Image.Image]], columns: int = 4) -> Im
     return sheet
 
 
-def run_demo(out: Path, console: Console, model: str = "shapes") -> list[Path]:
-    """Run the demo session with ``model`` (a preset or directory); write pictures, sheet and transcript."""
+def run_demo(out: Path, console: Console, model: str = "shapes", device: str | None = None,
+             dtype: str | None = None) -> list[Path]:
+    """Run the demo session with ``model`` (a preset or directory) on ``device`` in ``dtype`` (the
+    session's defaults when None); write pictures, sheet and transcript."""
     import torch
 
     from visionllm2.sdk import CapabilityError, Session
@@ -62,7 +64,7 @@ def run_demo(out: Path, console: Console, model: str = "shapes") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     console.print(f"[bold]VisionLLM v2 demo[/bold] with the [cyan]{escape(model)}[/cyan] model on generated pictures")
-    session = Session.from_pretrained(model, max_new_tokens=16)
+    session = Session.from_pretrained(model, device=device, dtype=dtype, max_new_tokens=16)
     scene, classes, figure, kind, keypoints = demo_inputs()
     written = [out / "scene.png", out / "figure.png"]
     scene.save(written[0])

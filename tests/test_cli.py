@@ -19,6 +19,24 @@ def test_doctor_reports_packages_and_devices():
     assert "CUDA" in result.output and "bfloat16" in result.output
 
 
+def test_doctor_says_which_dtype_each_gpu_loads(monkeypatch):
+    # No GPU here: a T4 (no native bfloat16) as torch would describe it.
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(name="Tesla T4",
+                                                                                          total_memory=15 * 2**30))
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "cuda:0 Tesla T4, 15.0 GiB, bf16 emulated only; sessions load float16 here" in result.output
+
+
 def test_convert_without_a_manifest_says_what_to_pass():
     result = runner.invoke(app, ["convert"])
     assert result.exit_code == 2 and "OFFICIAL_DIR OUT_DIR" in result.output
@@ -27,7 +45,7 @@ def test_convert_without_a_manifest_says_what_to_pass():
 def test_demo_writes_pictures_transcript_and_a_resumable_session(tmp_path):
     import json
 
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "tiny"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "tiny", "--device", "cpu", "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "demo"
     transcript = json.loads((out / "transcript.json").read_text())
@@ -41,6 +59,8 @@ def test_demo_writes_pictures_transcript_and_a_resumable_session(tmp_path):
 def test_demo_with_an_unknown_model_fails_clearly(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "no-such-model"])
     assert result.exit_code == 2 and "no-such-model" in result.output
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--model", "tiny", "--dtype", "int8"])
+    assert result.exit_code == 2 and "dtype: expected one of" in " ".join(result.output.split())
 
 
 def test_train_then_eval_from_the_command_line(tmp_path):
