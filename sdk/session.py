@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from visionllm2.model import templates
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
+from visionllm2.model.errors import is_integer
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.options import check_decoding_options
 from visionllm2.model.processor import (
@@ -41,16 +43,14 @@ from ._arguments import (
     SESSION_OPTIONS,
     as_list,
     check_options,
-    checked_device,
-    checked_dtype,
     checked_names,
     diffusion_options,
     example_pairs,
     relabel,
 )
+from ._loading import load_model
 from .errors import (
     CapabilityError,
-    CheckpointError,
     GenerationLimitError,
     InvalidInputError,
     InvalidPromptError,
@@ -88,13 +88,21 @@ class Exchange:
 class Session:
     """A conversation with one model. See the module docstring for an example."""
 
-    def __init__(self, model: Any, processor: Processor | None = None, max_new_tokens: int = 256) -> None:
+    def __init__(self, model: Any, processor: Processor | None = None, max_new_tokens: int = 256,
+                 max_encoded_images: int = 8) -> None:
+        """``max_encoded_images``: how many images keep their encoded features (on the model's device)
+        at once; the least recently used beyond that are encoded again when next used. A loop over a
+        thousand pictures in one session would otherwise hold a thousand images' features on the GPU."""
         if model.tokenizer is None:
             raise InvalidInputError("Session: the model has no tokenizer attached; load it with from_pretrained")
         check_decoding_options(max_new_tokens=max_new_tokens)
+        if not is_integer(max_encoded_images) or max_encoded_images < 1:
+            raise InvalidInputError(f"max_encoded_images: expected an integer ≥ 1, got {max_encoded_images!r}")
         self.model = model.eval()
         self.processor = processor or Processor(model.config, model.tokenizer)
         self.max_new_tokens = max_new_tokens
+        self.max_encoded_images = int(max_encoded_images)
+        self._encoded: OrderedDict[str, SessionImage] = OrderedDict()  # images holding features, oldest use first
         self.images: dict[str, SessionImage] = {}
         self.current_image: str | None = None
         self.exchanges: list[Exchange] = []
@@ -115,34 +123,11 @@ class Session:
         shipped inside the package, offline), ``tiny`` (random weights, for trying the API).
 
         Device: CUDA when present, else CPU. Dtype (a torch dtype or its name, "bfloat16"): bfloat16 on
-        CUDA, float32 on CPU. ``device_map`` ("auto", a dict …) spreads a large model over GPUs and
-        CPU through accelerate; parts it maps to "disk" go to ``offload_folder``.
+        CUDA (float16 on GPUs without native bfloat16), float32 on CPU. ``device_map`` ("auto", a dict
+        …) spreads a large model over GPUs and CPU through accelerate; parts it maps to "disk" go to
+        ``offload_folder``. ``options`` go to the constructor.
         """
-        from pathlib import Path
-
-        from visionllm2.model.config import VisionLLMv2Config
-        from visionllm2.model.decoders import build_decoders
-        from visionllm2.model.tokenizer import Tokenizer
-        from visionllm2.model.visionllm import VisionLLMv2
-
-        device = checked_device(device)
-        dtype = checked_dtype(dtype, device)
-        from visionllm2.model.checkpoint import shipped_model_dir
-
-        shipped = shipped_model_dir(path_or_preset)
-        if shipped is not None:
-            path_or_preset = str(shipped)
-        if Path(path_or_preset).is_dir():
-            model = VisionLLMv2.from_pretrained(path_or_preset, torch_dtype=dtype, device=None if device_map else device,
-                                                device_map=device_map, offload_folder=offload_folder)
-        else:
-            if "/" in path_or_preset or "\\" in path_or_preset:  # meant as a path (or a hub id), not a preset
-                raise CheckpointError(f"{path_or_preset}: expected a local model directory (with config.json) or a "
-                                      "preset name ('shapes', 'tiny', '7b'); hub ids are not fetched — download the "
-                                      "files first (see the README)")
-            config = VisionLLMv2Config.preset(path_or_preset)
-            tokenizer = Tokenizer.from_spec(config.llm.tokenizer)
-            model = VisionLLMv2.from_config(config, build_decoders(config), tokenizer).to(device, dtype)
+        model = load_model(path_or_preset, device, dtype, device_map, offload_folder)
         return cls(model, **options)
 
     # ------------------------------------------------------------------ images
@@ -174,6 +159,11 @@ class Session:
             pixels = record.tiles.pixel_values.to(self.model.device)
             with torch.no_grad():
                 record.features = self.model.encode_images(pixels)[0]  # (N, P, H)
+        self._encoded[record.image_id] = record
+        self._encoded.move_to_end(record.image_id)
+        while len(self._encoded) > self.max_encoded_images:  # the least recently used gives its memory back
+            _, oldest = self._encoded.popitem(last=False)
+            oldest.features = None
         return record.features
 
     # ------------------------------------------------------------------ persistence

@@ -426,6 +426,28 @@ def test_a_session_goes_on_after_its_model_is_cast_or_moved(photo):
     assert [t.routes for t in session.turns][:2] == [["[DET]"], ["[DET]"]] and len(session.turns) == 4
 
 
+def test_only_the_most_recently_used_images_keep_their_features(photo):
+    # A loop over many pictures in one session once kept every picture's features on the device.
+    from skimage import data
+
+    session = Session.from_pretrained("tiny", device="cpu", max_encoded_images=2)
+    session.model.config.detection.score_threshold = 0.0  # random weights: keep every answer
+    pictures = [photo, data.coffee()[::4, ::4], data.chelsea()[::4, ::4]]
+    first = session.detect(["person"], image=pictures[0]).boxes
+    for picture in pictures[1:]:
+        session.reset()
+        session.detect(["person"], image=picture)
+    assert {name: image.features is not None for name, image in session.images.items()} == {
+        "image1": False, "image2": True, "image3": True}
+    session.reset()
+    again = session.detect(["person"], image="image1").boxes  # encoded again, the same answer
+    assert len(first) > 0 and np.allclose(first.xyxy, again.xyxy, atol=1e-4)
+    assert [name for name, image in session.images.items() if image.features is not None] == ["image1", "image3"]
+    for bad in (0, -1, 2.5, "8"):
+        with pytest.raises(InvalidInputError, match="max_encoded_images: expected an integer ≥ 1"):
+            Session(session.model, max_encoded_images=bad)
+
+
 def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
     """The option check keeps its own list of the LLM's decoding options; it must not drift from
     generate()'s keywords (``seed`` becomes its ``generator``)."""
