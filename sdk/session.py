@@ -187,11 +187,13 @@ class Session:
         """(user text, assistant text) of every turn so far."""
         return [(turn.prompt, turn.text) for turn in self.turns]
 
-    def reset(self) -> None:
-        """Forget the conversation; images stay loaded (and encoded)."""
+    def reset(self, images: bool = False) -> None:
+        """Forget the conversation; images stay loaded (and encoded) unless ``images`` is true."""
         with self._lock:
             self.exchanges, self.turns = [], []
             self._prefix_cache = ((), None)
+            if images:  # ids restart at image1
+                self.images, self.current_image, self._encoded = {}, None, OrderedDict()
 
     def _build(self, exchanges: Sequence[Exchange], images: dict[str, SessionImage], answer: list[Segment] | None):
         order: list[str] = []

@@ -446,6 +446,9 @@ def test_only_the_most_recently_used_images_keep_their_features(photo):
     for bad in (0, -1, 2.5, "8"):
         with pytest.raises(InvalidInputError, match="max_encoded_images: expected an integer ≥ 1"):
             Session(session.model, max_encoded_images=bad)
+    session.reset(images=True)  # the pictures go too
+    assert session.images == {} and session.current_image is None and not session.turns
+    assert session.set_image(photo) == "image1"
 
 
 def test_the_options_a_session_accepts_are_the_ones_decoding_takes():
