@@ -9,68 +9,68 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_vqa_probe_prints_both_tables():
-    result = subprocess.run([sys.executable, str(BENCH / "vqa_probe.py"), "--model", "tiny", "--questions", "12",
-                             "--scenes", "12"], check=False, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "COLUMNS": "200"})
+def run_bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a benchmark script, wide enough that its tables do not wrap."""
+    return subprocess.run([sys.executable, str(BENCH / script), *args], check=False, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def bench_output(script: str, *args: str) -> str:
+    """What a benchmark script that must succeed prints."""
+    result = run_bench(script, *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "VQA per kind of question" in result.stdout and "What the picture tokens carry" in result.stdout
+    return result.stdout
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The stripped cells of every table row printed."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+
+
+def test_vqa_probe_prints_both_tables():
+    output = bench_output("vqa_probe.py", "--model", "tiny", "--questions", "12", "--scenes", "12")
+    assert "VQA per kind of question" in output and "What the picture tokens carry" in output
     for row in ("vision tower", "vl_bridge", "LLM", "most frequent class"):
-        assert row in result.stdout
+        assert row in output
 
 
 def test_edit_probe_prints_the_truth_the_editor_and_the_link():
     # The tiny preset has no denoisers; the shipped model's are small enough for three samples.
-    result = subprocess.run([sys.executable, str(BENCH / "edit_probe.py"), "--samples", "3", "--first", "1000",
-                             "--guidance", "1,2.5"], check=False, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "[EDIT] checker accuracy, 3 held-out instructions from 1000" in result.stdout
-    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == ["the truth", *["editor alone", "through the link"] * 2]
+    output = bench_output("edit_probe.py", "--samples", "3", "--first", "1000", "--guidance", "1,2.5")
+    assert "[EDIT] checker accuracy, 3 held-out instructions from 1000" in output
+    assert [row[0] for row in table_rows(output)] == ["the truth", *["editor alone", "through the link"] * 2]
 
 
 def test_interactive_probe_prints_both_ways_of_choosing_each_marks_answer():
-    result = subprocess.run([sys.executable, str(BENCH / "interactive_probe.py"), "--samples", "3", "--first", "1000"],
-                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "interactive segmentation, held out from 1000: shapes" in result.stdout
-    assert "by score alone" in result.stdout and "score × mark coverage" in result.stdout
-    rows = {row.split("│")[1].strip(): [cell.strip() for cell in row.split("│")[2:-1]]
-            for row in result.stdout.splitlines() if row.startswith("│")}
+    output = bench_output("interactive_probe.py", "--samples", "3", "--first", "1000")
+    assert "interactive segmentation, held out from 1000: shapes" in output
+    assert "by score alone" in output and "score × mark coverage" in output
+    rows = {name: cells for name, *cells in table_rows(output)}
     first_turn = rows["mIoU, first turn (3 samples)"]
     assert all(0.0 <= float(value) <= 1.0 for value in first_turn + rows["mIoU, after a detection turn"])
 
 
 def test_detection_probe_prints_each_decay_and_refuses_a_bad_one():
-    result = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--samples", "4", "--first", "1000",
-                             "--decay", "1,0.5", "--pose-samples", "3", "--ground-samples", "4"], check=False,
-                            capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "detection, 4 held-out samples from 1000: shapes" in result.stdout
-    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
-    *rows, pose_1, pose_half, ranks = rows
-    assert "pose, 3 held-out figure scenes from 1000" in result.stdout
+    output = bench_output("detection_probe.py", "--samples", "4", "--first", "1000", "--decay", "1,0.5",
+                          "--pose-samples", "3", "--ground-samples", "4")
+    assert "detection, 4 held-out samples from 1000: shapes" in output
+    *rows, pose_1, pose_half, ranks = table_rows(output)
+    assert "pose, 3 held-out figure scenes from 1000" in output
     assert [pose_1[0], pose_half[0]] == ["1", "0.5"] and float(pose_half[2]) <= float(pose_1[2])
-    assert "grounding, 4 held-out expressions from 1000" in result.stdout and "k = 1 (the answer)" in result.stdout
+    assert "grounding, 4 held-out expressions from 1000" in output and "k = 1 (the answer)" in output
     assert [float(share) for share in ranks] == sorted(float(share) for share in ranks)  # more queries, more found
     assert [row[0] for row in rows] == ["1", "0.5"]
     assert all(0.0 <= float(value) <= 1.0 for row in rows for value in row[1:3])
     assert float(rows[1][3]) <= float(rows[0][3])  # softened repeats fall below the display threshold
-    bad = subprocess.run([sys.executable, str(BENCH / "detection_probe.py"), "--decay", "2"], check=False,
-                         capture_output=True, text=True, timeout=120)
+    bad = run_bench("detection_probe.py", "--decay", "2", timeout=120)
     assert bad.returncode == 2 and "expected decays between 0 and 1" in bad.stderr
 
 
 def test_ask_probe_prints_each_task_and_phrasing_and_refuses_an_unknown_task():
-    result = subprocess.run([sys.executable, str(BENCH / "ask_probe.py"), "--samples", "2", "--tasks", "detect,ground"],
-                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "free ask, 2 held-out requests per task from 1000: shapes" in result.stdout
-    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if line.startswith("│")]
-    *rows, words = rows  # the second table: teacher-forced colour, shape and other words
-    assert "teacher-forced over 2 held-out samples" in " ".join(result.stdout.split())  # rich wraps titles
+    output = bench_output("ask_probe.py", "--samples", "2", "--tasks", "detect,ground")
+    assert "free ask, 2 held-out requests per task from 1000: shapes" in output
+    *rows, words = table_rows(output)  # the second table: teacher-forced colour, shape and other words
+    assert "teacher-forced over 2 held-out samples" in " ".join(output.split())  # rich wraps titles
     assert len(words) == 3 and all(0.0 <= float(share) <= 1.0 for share in words)
     assert [row[:2] for row in rows] == [["detect", "trained"], ["detect", "please detect"],
                                          ["detect", "find … in the image"], ["detect", "where are"],
@@ -78,18 +78,14 @@ def test_ask_probe_prints_each_task_and_phrasing_and_refuses_an_unknown_task():
     for task, _, *shares in rows:  # grounding writes no class names: only its route column is filled
         filled = [float(share) for share in shares if share]
         assert len(filled) == (3 if task == "detect" else 1) and all(0.0 <= share <= 1.0 for share in filled)
-    refused = subprocess.run([sys.executable, str(BENCH / "ask_probe.py"), "--tasks", "detect,dance"],
-                             check=False, capture_output=True, text=True, timeout=120)
+    refused = run_bench("ask_probe.py", "--tasks", "detect,dance", timeout=120)
     assert refused.returncode == 2 and "unknown ['dance']" in refused.stderr
 
 
 def test_dtype_check_prints_each_verb_in_both_dtypes():
-    result = subprocess.run([sys.executable, str(BENCH / "dtype_check.py"), "--repeats", "1", "--device", "cpu"],
-                            check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "shapes on cpu: float32 and bfloat16" in result.stdout
-    rows = {row.split("│")[1].strip(): row.split("│")[-2].strip() for row in result.stdout.splitlines()
-            if row.startswith("│")}
+    output = bench_output("dtype_check.py", "--repeats", "1", "--device", "cpu")
+    assert "shapes on cpu: float32 and bfloat16" in output
+    rows = {row[0]: row[-1] for row in table_rows(output)}
     assert list(rows) == ["detect", "segment", "ground", "interactive", "ask", "pose", "generate", "edit"]
     assert rows["detect"].startswith("box IoU") and rows["pose"].startswith("keypoints")
     assert rows["generate"].startswith("pixels") and rows["ask"] in ("same text", "other text")

@@ -89,24 +89,18 @@ def test_training_flushes_denormals_only_while_it_runs(tmp_path, before):
 def test_every_route_trains_with_half_precision_weights(dtype):
     # Without autocast, as a model loaded in bfloat16 is fine-tuned: the box matcher's cdist has no
     # half kernels and grid_sample wants one dtype, so each loss used to raise.
-    from visionllm2.model.config import GenerationConfig
+    from route_steps import each_route_step, finite, tiny_config_with_denoisers
+
     from visionllm2.model.decoders import build_decoders
 
-    config = VisionLLMv2Config.preset("tiny")  # with both denoisers, in latent space: a real VAE too
-    config.generation, config.editing = GenerationConfig.tiny(latent=True), GenerationConfig.tiny(edit=True, latent=True)
+    config = tiny_config_with_denoisers(latent_generation=True, latent_editing=True)  # real VAEs too
     torch.manual_seed(0)
     model = VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.builtin()).to(dtype)
     assert set(model.decoders()) == {"gdino", "unipose", "sd", "ip2p"}
-    processor = Processor(model.config, model.tokenizer)
-    for task in ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit"):
-        world = ShapesWorld(processor, tasks={task: 1.0})
-        batch, images, targets = samples_to_inputs(processor, [world.sample(i) for i in range(2)], model.tokenizer.pad_id)
-        output = model(batch, images, targets)
-        output.loss.backward()
-        assert bool(torch.isfinite(output.loss)), task
+    for task, output in each_route_step(model):
+        assert finite(output.loss), task
         assert task == "chat" or output.decoder_outputs, task  # the route's decoder ran and added its loss
-        assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()), task
-        model.zero_grad(set_to_none=True)
+        assert all(p.grad is None or finite(p.grad) for p in model.parameters()), task
 
 
 def test_stage_three_moves_only_decoders_and_query_tables(tmp_path):
@@ -236,11 +230,11 @@ def test_a_config_can_weight_the_domain_packs_and_round_trips_through_json(tmp_p
 
 
 def generation_model() -> VisionLLMv2:
-    from visionllm2.model.config import GenerationConfig
+    from route_steps import tiny_config_with_denoisers
+
     from visionllm2.model.decoders import build_decoders
 
-    config = VisionLLMv2Config.preset("tiny")
-    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    config = tiny_config_with_denoisers()
     return VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.builtin())
 
 
@@ -382,7 +376,7 @@ def test_shipped_model_lookup(monkeypatch, tmp_path):
 
 
 def test_the_slot_label_loss_asks_the_query_slots_to_name_their_label(tmp_path):
-    from visionllm2.model.training.trainer import samples_to_inputs, slot_label_loss
+    from visionllm2.model.training.trainer import slot_label_loss
 
     torch.manual_seed(0)
     config = VisionLLMv2Config.preset("tiny")

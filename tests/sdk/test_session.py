@@ -317,14 +317,13 @@ def test_pose_verb_returns_named_keypoints(session, photo):
 
 
 def test_generate_and_edit_record_seed_and_settings_and_reproduce(tokenizer):
-    from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
+    from route_steps import tiny_config_with_denoisers
+
     from visionllm2.model.visionllm import VisionLLMv2
     from visionllm2.sdk import Images
 
-    config = VisionLLMv2Config.preset("tiny")
-    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
     torch.manual_seed(0)
-    model = VisionLLMv2.from_config(config, tokenizer=tokenizer)
+    model = VisionLLMv2.from_config(tiny_config_with_denoisers(), tokenizer=tokenizer)
     session = Session(model)
     turn = session.generate("a red circle on the left", seed=3, num_inference_steps=4)
     images = turn.images
@@ -379,13 +378,13 @@ def test_parts_offloaded_by_a_device_map_answer_as_if_they_were_loaded(tmp_path,
     # Offloaded parts hold empty meta weights outside their own calls (accelerate's hooks load them
     # then), as on a GPU too small for the 7B model. Before, the query tables were read through
     # `.weight` (answers from empty queries), `model.device` said "meta", and every decoder failed.
-    from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
+    from route_steps import tiny_config_with_denoisers
+
     from visionllm2.model.decoders import build_decoders
     from visionllm2.model.visionllm import VisionLLMv2
 
     torch.manual_seed(0)
-    config = VisionLLMv2Config.preset("tiny")
-    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    config = tiny_config_with_denoisers()
     config.detection.score_threshold = config.pose.score_threshold = 0.0  # random weights: show every answer
     VisionLLMv2.from_config(config, build_decoders(config), tokenizer).save_pretrained(tmp_path / "m")
     plain = Session.from_pretrained(str(tmp_path / "m"), device="cpu")

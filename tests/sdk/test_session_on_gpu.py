@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from fake_gpu import DEVICE, OnGPU, StandInGPU, on_stand_in_gpu
+from route_steps import each_route_step, finite, tiny_config_with_denoisers
 
-from visionllm2.model.config import GenerationConfig, VisionLLMv2Config
 from visionllm2.model.decoders import build_decoders
 from visionllm2.model.visionllm import VisionLLMv2
 from visionllm2.sdk import Box, Point, Session
@@ -44,8 +44,7 @@ def photo() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):
-    config = VisionLLMv2Config.preset("tiny")
-    config.generation, config.editing = GenerationConfig.tiny(), GenerationConfig.tiny(edit=True)
+    config = tiny_config_with_denoisers()
     config.detection.score_threshold = config.pose.score_threshold = 0.0  # random weights: show every answer
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_with_denoisers")
@@ -103,26 +102,18 @@ def targets_on_gpu(target):
 def test_every_route_trains_on_a_gpu(tokenizer, targets_where):
     # Losses read targets beside GPU states: numpy boxes, masks, keypoints and pictures from the
     # host, or tensors already on the GPU (those went through np.asarray and raised).
-    from visionllm2.model.data.tasks import ShapesWorld
-    from visionllm2.model.processor import Processor
-    from visionllm2.model.training.trainer import samples_to_inputs
+    def place(batch, targets):
+        if targets_where == "gpu":
+            targets = {name: [targets_on_gpu(t) for t in group] for name, group in targets.items()}
+        return batch.to(DEVICE), targets
 
-    config = VisionLLMv2Config.preset("tiny")
-    config.generation, config.editing = GenerationConfig.tiny(latent=True), GenerationConfig.tiny(edit=True)
+    config = tiny_config_with_denoisers(latent_generation=True)
     torch.manual_seed(0)
     model = on_stand_in_gpu(VisionLLMv2.from_config(config, build_decoders(config), tokenizer))
-    processor = Processor(model.config, model.tokenizer)
     with StandInGPU():
-        for task in ("detect", "segment", "ground", "interactive", "pose", "chat", "generate", "edit"):
-            world = ShapesWorld(processor, tasks={task: 1.0})
-            batch, images, targets = samples_to_inputs(processor, [world.sample(i) for i in range(2)], tokenizer.pad_id)
-            if targets_where == "gpu":
-                targets = {name: [targets_on_gpu(t) for t in group] for name, group in targets.items()}
-            output = model(batch.to(DEVICE), images, targets)
-            output.loss.backward()
-            assert isinstance(output.loss, OnGPU) and bool(torch.isfinite(output.loss)), task
+        for task, output in each_route_step(model, place):
+            assert isinstance(output.loss, OnGPU) and finite(output.loss), task
             assert task == "chat" or output.decoder_outputs, task
-            model.zero_grad(set_to_none=True)
 
 
 def test_the_recipes_run_on_a_gpu_as_on_the_host(model_dir, photo):
