@@ -1,7 +1,8 @@
 """Decoder predictions (plain tensors from ``visionllm2.model``) → the SDK's typed results.
 
 Predictions stay where the model ran (a GPU, in bfloat16 …), as transformers' post-processing
-leaves them; the results are numpy on the host, so every tensor crosses here through :func:`host`.
+leaves them; the results are numpy on the host, so every tensor crosses here through
+:func:`~visionllm2.sdk.results._base.to_numpy` (any device; bfloat16 read as float32).
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ import numpy as np
 from visionllm2.model import tokens as T
 
 from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, Poses, Result
-
-
-def host(tensor: Any) -> np.ndarray | None:
-    """A prediction tensor as a numpy array on the host (from any device; bfloat16 read as float32)."""
-    if tensor is None:
-        return None
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+from .results._base import to_numpy
 
 
 def detection_results(prediction: Any, turn: int, asked: list[str], interactive: bool = False) -> list[Result]:
@@ -34,14 +28,14 @@ def detection_results(prediction: Any, turn: int, asked: list[str], interactive:
     route = prediction.routes[0] if prediction.routes else T.DET
     labels = list(prediction.labels)
     if route == T.GRD or interactive:
-        xyxy = host(prediction.best_boxes)
-        scores = host(prediction.best_scores)
-        masks = host(prediction.best_masks)
+        xyxy = to_numpy(prediction.best_boxes)
+        scores = to_numpy(prediction.best_scores)
+        masks = to_numpy(prediction.best_masks)
         names = labels
     else:
-        xyxy = host(prediction.boxes)
-        scores = host(prediction.scores)
-        masks = host(prediction.masks)
+        xyxy = to_numpy(prediction.boxes)
+        scores = to_numpy(prediction.scores)
+        masks = to_numpy(prediction.masks)
         names = [labels[g] for g in prediction.groups.tolist()]
     common = {"image_size": size, "turn": turn, "route": route, "asked": asked}
     boxes = Boxes(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4), scores=np.asarray(scores, np.float32),
@@ -70,9 +64,9 @@ def pose_results(prediction: Any, turn: int, route: str, names: list[str] | None
     skeleton = list(COCO_SKELETON) if names == list(COCO_KEYPOINT_NAMES) else []
     labels = [prediction.labels[c] for c in prediction.classes.tolist()]
     return [Poses(
-        boxes=host(prediction.boxes).astype(np.float32).reshape(-1, 4),
-        keypoints=host(prediction.keypoints).astype(np.float32).reshape(-1, len(names), 3),
+        boxes=to_numpy(prediction.boxes).astype(np.float32).reshape(-1, 4),
+        keypoints=to_numpy(prediction.keypoints).astype(np.float32).reshape(-1, len(names), 3),
         keypoint_names=names, skeleton=skeleton, labels=labels,
-        scores=host(prediction.scores).astype(np.float32), image_size=tuple(prediction.image_size),
+        scores=to_numpy(prediction.scores).astype(np.float32), image_size=tuple(prediction.image_size),
         turn=turn, route=route, asked=[*prediction.labels, *names],
     )]
