@@ -421,8 +421,8 @@ def evaluate_command(
     except VisionLLMError as error:
         console.print(f"[red]eval: {error}[/red]")
         raise typer.Exit(2) from error
-    weights = next(session.model.parameters())
-    table = Table(title=f"held-out ShapesWorld: {model} ({weights.device.type}, {str(weights.dtype).removeprefix('torch.')})")
+    where = f"{session.model.device.type}, {str(session.model.dtype).removeprefix('torch.')}"
+    table = Table(title=f"held-out ShapesWorld: {model} ({where})")
     for column in ("task", "metric", "value", "± 95 %", "target", "samples", "seconds"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right",
                          no_wrap=column in ("task", "metric"))  # names stay whole (greppable) in a narrow terminal
