@@ -144,17 +144,20 @@ def load_offloaded_decoders(model: Any, files: list[Path], torch_dtype: torch.dt
     from accelerate.hooks import remove_hook_from_module
     from accelerate.utils import set_module_tensor_to_device
 
-    for name, decoder in model.decoders().items():
-        if not any(parameter.is_meta for parameter in decoder.parameters()):
-            continue
+    offloaded = {name: decoder for name, decoder in model.decoders().items()
+                 if any(parameter.is_meta for parameter in decoder.parameters())}
+    if not offloaded:
+        return model
+    for decoder in offloaded.values():
         remove_hook_from_module(decoder, recurse=True)
-        for path in files:
-            with readable_weights(path), safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                    if key.startswith(f"{name}."):
-                        value = handle.get_tensor(key)
-                        dtype = torch_dtype if torch_dtype is not None and value.is_floating_point() else None
-                        set_module_tensor_to_device(model, key, "cpu", value=value, dtype=dtype)
+    for path in files:  # one pass over the shards for all of them
+        with readable_weights(path), safe_open(str(path), framework="pt", device="cpu") as handle:
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                if key.partition(".")[0] in offloaded:
+                    value = handle.get_tensor(key)
+                    dtype = torch_dtype if torch_dtype is not None and value.is_floating_point() else None
+                    set_module_tensor_to_device(model, key, "cpu", value=value, dtype=dtype)
+    for name, decoder in offloaded.items():
         decoder.to("cpu")  # its buffers too
         missing = [key for key, parameter in decoder.named_parameters() if parameter.is_meta]
         if missing:
