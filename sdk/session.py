@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,17 +37,16 @@ from visionllm2.model.processor import (
     TokenIds,
 )
 
-from . import adapters
 from ._arguments import (
     DIFFUSION_OPTIONS,
     SESSION_OPTIONS,
     as_list,
     check_options,
     checked_names,
-    diffusion_options,
     example_pairs,
     relabel,
 )
+from ._decoding import run_decoders
 from ._loading import load_model
 from .errors import (
     CapabilityError,
@@ -83,6 +82,26 @@ class Exchange:
     user: list[Segment | ImageRef]
     regions: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (image id, bool mask H×W)
     answer: tuple[int, ...] = ()
+
+
+@dataclass
+class PlannedTurn:
+    """A turn checked and built but not yet run (``Session._plan``): the conversation with it, its
+    features, and what reading the answer needs. ``answer_given``: a verb's (one prefill) or the
+    model's to generate."""
+
+    text: str
+    exchange: Exchange
+    staged: dict[str, SessionImage]
+    image_id: str | None
+    picture: Any
+    chat: Any
+    features: torch.Tensor | None
+    answer_given: bool
+    labels: list[str] | None
+    marks: np.ndarray | None
+    shows_image: bool
+    timings: dict[str, float]
 
 
 class Session:
@@ -258,51 +277,63 @@ class Session:
         """One exchange. ``shows_image`` False (a caption → picture request): no picture is put in the
         question, not even the current one, and the current image stays current for the next verb."""
         with self._lock:
-            check_options(generation)
-            missing = [r for r in needs if r not in self.model.decoder_of_route]
-            if missing:
-                raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")
-            staged: dict[str, SessionImage] = {}
-            image_id = self._resolve_image(image, staged) if shows_image else None
-            images = {**self.images, **staged}
-            exchange = self._user_turn(text, image_id, images, as_list(prompts, "prompts"), examples, staged)
-            images.update(staged)
-            timings: dict[str, float] = {}
-            start = time.perf_counter()
-            chat, features, _ = self._build([*self.exchanges, exchange], images, answer)
-            timings["encode"] = time.perf_counter() - start
-            room = self.model.config.llm.max_position_embeddings
-            needed = len(chat.input_ids) + (0 if answer is not None else generation.get("max_new_tokens", self.max_new_tokens))
-            if needed > room:
-                raise GenerationLimitError(
-                    f"this turn needs {needed} positions (conversation {len(chat.input_ids)} tokens + answer), the model "
-                    f"has {room}; call reset() to start a new conversation, use fewer image tiles, or lower max_new_tokens"
-                )
-            picture = images[image_id].picture if image_id else None
-            if answer is None:
-                answer_ids, routes, link, raw_text, seconds = self._generate(chat, features, generation)
-                timings["generate"] = seconds
+            plan = self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
+            if plan.answer_given:
+                answer_ids, routes, link, raw_text, seconds = self._prefill(plan.chat, plan.features)
+                plan.timings["prefill"] = seconds
             else:
-                answer_ids, routes, link, raw_text, seconds = self._prefill(chat, features)
-                timings["prefill"] = seconds
-            # A verb's visual prompts on the picture itself: the masks answering them must agree with them.
-            marks = np.stack([mask for _, mask in exchange.regions]) if interactive and prompts else None
-            results, unusable = self._decode(link, picture, len(self.turns), timings, interactive, labels, generation,
-                                             free=answer is None, marks=marks)
-            if labels is not None:  # the verb knows the words better than the answer template does
-                results = [relabel(r, labels) for r in results]
-            skipped = [r for r in routes if r not in self.model.decoder_of_route or r in unusable]
-            turn = Turn(index=len(self.turns), prompt=text, text=raw_text, routes=routes, results=results,
-                        image_id=image_id, timings=timings, skipped_routes=skipped)
-            # Commit only now: a failure above leaves the session as it was.
-            self._prefix_cache, self._pending_cache = self._pending_cache, ((), None)
-            exchange.answer = tuple(answer_ids)
-            self.images.update(staged)
-            if shows_image:
-                self.current_image = image_id
-            self.exchanges.append(exchange)
-            self.turns.append(turn)
-            return turn
+                answer_ids, routes, link, raw_text, seconds = self._generate(plan.chat, plan.features, generation)
+                plan.timings["generate"] = seconds
+            marks = None if plan.marks is None else [plan.marks]
+            per_row, unusable = run_decoders(self.model, link, [plan.picture], len(self.turns), plan.timings, generation,
+                                             interactive=interactive, captions=labels, marks=marks,
+                                             free=not plan.answer_given)
+            return self._commit(plan, answer_ids, routes, raw_text, per_row[0], unusable)
+
+    def _plan(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
+              answer: list[Segment] | None, generation: dict[str, Any], interactive: bool, needs: Sequence[str],
+              labels: list[str] | None, shows_image: bool) -> PlannedTurn:
+        """Everything a turn does before the LLM runs: checks, images, the conversation built. Changes nothing."""
+        check_options(generation)
+        missing = [r for r in needs if r not in self.model.decoder_of_route]
+        if missing:
+            raise CapabilityError(f"this model has no decoder for {missing}; loaded: {sorted(self.model.decoder_of_route)}")
+        staged: dict[str, SessionImage] = {}
+        image_id = self._resolve_image(image, staged) if shows_image else None
+        images = {**self.images, **staged}
+        exchange = self._user_turn(text, image_id, images, as_list(prompts, "prompts"), examples, staged)
+        images.update(staged)
+        start = time.perf_counter()
+        chat, features, _ = self._build([*self.exchanges, exchange], images, answer)
+        timings = {"encode": time.perf_counter() - start}
+        room = self.model.config.llm.max_position_embeddings
+        needed = len(chat.input_ids) + (0 if answer is not None else generation.get("max_new_tokens", self.max_new_tokens))
+        if needed > room:
+            raise GenerationLimitError(
+                f"this turn needs {needed} positions (conversation {len(chat.input_ids)} tokens + answer), the model "
+                f"has {room}; call reset() to start a new conversation, use fewer image tiles, or lower max_new_tokens"
+            )
+        # A verb's visual prompts on the picture itself: the masks answering them must agree with them.
+        marks = np.stack([mask for _, mask in exchange.regions]) if interactive and prompts else None
+        return PlannedTurn(text, exchange, staged, image_id, images[image_id].picture if image_id else None, chat,
+                           features, answer is not None, labels, marks, shows_image, timings)
+
+    def _commit(self, plan: PlannedTurn, answer_ids: list[int], routes: list[str], raw_text: str,
+                results: list[Result], unusable: set[str]) -> Turn:
+        """The turn's results become the session's: only now, so a failure before leaves it as it was."""
+        if plan.labels is not None:  # the verb knows the words better than the answer template does
+            results = [relabel(r, plan.labels) for r in results]
+        skipped = [r for r in routes if r not in self.model.decoder_of_route or r in unusable]
+        turn = Turn(index=len(self.turns), prompt=plan.text, text=raw_text, routes=routes, results=results,
+                    image_id=plan.image_id, timings=plan.timings, skipped_routes=skipped)
+        self._prefix_cache, self._pending_cache = self._pending_cache, ((), None)
+        plan.exchange.answer = tuple(answer_ids)
+        self.images.update(plan.staged)
+        if plan.shows_image:
+            self.current_image = plan.image_id
+        self.exchanges.append(plan.exchange)
+        self.turns.append(turn)
+        return turn
 
     def _generate(self, chat, features, options: dict[str, Any]):
         options = dict(options)
@@ -362,45 +393,6 @@ class Session:
         answer_ids = chat.input_ids[chat.answer_start:-1]  # without the closing </s>
         routes = [g.route for g in groups]
         return answer_ids, routes, link, self.model.tokenizer.decode(answer_ids), time.perf_counter() - start
-
-    def _decode(self, link, picture, turn_index: int, timings: dict[str, float], interactive: bool,
-                labels: list[str] | None, options: dict[str, Any], free: bool = False,
-                marks: np.ndarray | None = None) -> tuple[list[Result], set[str]]:
-        """Run each decoder that has groups. In a free answer, groups a decoder cannot use (say a
-        ``[POSE]`` answer without keypoint names) are skipped and their routes returned; in a verb's
-        answer that cannot happen, so errors propagate."""
-        results: list[Result] = []
-        unusable: set[str] = set()
-        decoders = self.model.decoders()
-        for name, states in link.items():
-            start = time.perf_counter()
-            decoder = decoders[name]
-            try:
-                results += self._run_decoder(decoder, states, picture, turn_index, interactive, labels, options, marks)
-            except InvalidInputError:
-                if not free:
-                    raise
-                unusable.update(states.routes)
-            timings[name] = time.perf_counter() - start
-        return results, unusable
-
-    def _run_decoder(self, decoder, states, picture, turn_index: int, interactive: bool, labels: list[str] | None,
-                     options: dict[str, Any], marks: np.ndarray | None = None) -> list[Result]:
-        device = next(decoder.parameters()).device  # under a device map, not always the LLM's
-        states = replace(states, states=states.states.to(device), sample_index=states.sample_index.to(device))
-        with torch.no_grad():
-            if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
-                captions = labels or [label or "" for label in states.labels]
-                prediction = decoder.predict(states, [picture], captions=captions, **diffusion_options(options))
-                return adapters.image_results(prediction, turn_index)
-            if T.POSE in decoder.routes:
-                from visionllm2.model.decoders.pose_loss import PoseTarget
-
-                request = [PoseTarget(num_objects=options["pose_objects"])] if "pose_objects" in options else None
-                return [result for prediction in decoder(states, [picture], request).predictions
-                        for result in adapters.pose_results(prediction, turn_index, T.POSE, options.get("keypoint_names"))]
-            return [result for prediction in decoder(states, [picture], None, None if marks is None else [marks]).predictions
-                    for result in adapters.detection_results(prediction, turn_index, list(prediction.labels), interactive)]
 
     # ------------------------------------------------------------------ task verbs (one prefill)
     def detect(self, classes: Sequence[str], image: ImageLike | str | None = None) -> Turn:

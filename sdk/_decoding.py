@@ -1,0 +1,117 @@
+"""Running the decoders an answer routed to, and reading their predictions as typed results.
+
+Shared by :class:`~visionllm2.sdk.session.Session` (one conversation, one picture) and
+:class:`~visionllm2.sdk.batch.BatchPredictor` (many one-turn conversations, a picture each). The
+link states of a batch carry each group's batch row (``sample_index``); results come back per row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from visionllm2.model import tokens as T
+from visionllm2.model.decoders.base import LinkStates
+
+from . import adapters
+from ._arguments import diffusion_options
+from .errors import InvalidInputError
+from .results import Result
+
+
+def run_decoders(model: Any, link: dict[str, LinkStates], pictures: Sequence[Any], turn_index: int | Sequence[int],
+                 timings: dict[str, float], options: dict[str, Any], *, interactive: bool = False,
+                 captions: list[str] | None = None, marks: Sequence[np.ndarray | None] | None = None,
+                 free: bool = False) -> tuple[list[list[Result]], set[str]]:
+    """Run each decoder that has groups; results per batch row, in the order of ``link``.
+
+    ``pictures[row]`` is the picture row ``row`` asked about; ``turn_index`` the turn each row's
+    results belong to (one for all rows, or one per row); ``marks[row]`` a row's visual prompts
+    (bool ``(G, h, w)``); ``captions`` one per diffusion group. In a free answer, groups a decoder
+    cannot use (a ``[POSE]`` answer without keypoint names …) are skipped and their routes returned;
+    in a verb's answer that cannot happen, so errors propagate.
+    """
+    turns = [turn_index] * len(pictures) if isinstance(turn_index, int) else list(turn_index)
+    per_row: list[list[Result]] = [[] for _ in pictures]
+    unusable: set[str] = set()
+    decoders = model.decoders()
+    for name, states in link.items():
+        start = time.perf_counter()
+        try:
+            for row, results in run_decoder(decoders[name], states, pictures, turns, options, interactive,
+                                            captions, marks).items():
+                per_row[row] += results
+        except InvalidInputError:
+            if not free:
+                raise
+            unusable.update(states.routes)
+        timings[name] = time.perf_counter() - start
+    return per_row, unusable
+
+
+def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns: Sequence[int],
+                options: dict[str, Any], interactive: bool = False, captions: list[str] | None = None,
+                marks: Sequence[np.ndarray | None] | None = None) -> dict[int, list[Result]]:
+    """One decoder over every row that has groups for it → ``{row: results}``."""
+    device = next(decoder.parameters()).device  # under a device map, not always the LLM's
+    states = replace(states, states=states.states.to(device), sample_index=states.sample_index.to(device))
+    out: dict[int, list[Result]] = {}
+    with torch.no_grad():
+        if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
+            prediction = decoder.predict(states, list(pictures), captions=captions or [c or "" for c in states.labels],
+                                         **diffusion_options(options))
+            for row in sorted(set(prediction.sample_index)):
+                out[row] = adapters.image_results(_images_of_row(prediction, row), turns[row])
+            return out
+        # Decoders pad the pictures of a batch to one size; same-size sub-batches answer exactly as
+        # one picture at a time would.
+        for rows, part in same_size_parts(states, pictures):
+            chosen = [pictures[r] for r in rows]
+            if T.POSE in decoder.routes:
+                from visionllm2.model.decoders.pose_loss import PoseTarget
+
+                request = [PoseTarget(num_objects=options["pose_objects"])] * len(rows) if "pose_objects" in options else None
+                predictions = decoder(part, chosen, request).predictions
+                for row, prediction in zip(rows, predictions):
+                    out[row] = adapters.pose_results(prediction, turns[row], T.POSE, options.get("keypoint_names"))
+            else:
+                row_marks = None if marks is None else [marks[r] for r in rows]
+                predictions = decoder(part, chosen, None, row_marks).predictions
+                for row, prediction in zip(rows, predictions):
+                    out[row] = adapters.detection_results(prediction, turns[row], list(prediction.labels), interactive)
+    return out
+
+
+def same_size_parts(states: LinkStates, pictures: Sequence[Any]) -> list[tuple[list[int], LinkStates]]:
+    """The rows with groups, split by their picture's size: ``[(rows, their link states re-indexed 0…)]``."""
+    rows = sorted(set(states.sample_index.tolist()))
+    buckets: dict[Any, list[int]] = {}
+    for row in rows:
+        buckets.setdefault(getattr(pictures[row], "size", None), []).append(row)
+    return [(members, select_rows(states, members)) for members in buckets.values()]
+
+
+def select_rows(states: LinkStates, rows: list[int]) -> LinkStates:
+    """The groups of ``rows``, their ``sample_index`` renumbered to positions in ``rows``."""
+    if rows == list(range(len(rows))) and set(states.sample_index.tolist()) <= set(rows):
+        return states
+    position = {row: i for i, row in enumerate(rows)}
+    keep = [g for g, row in enumerate(states.sample_index.tolist()) if row in position]
+    index = torch.tensor(keep, dtype=torch.long, device=states.states.device)
+    return LinkStates(
+        states=states.states[index], routes=[states.routes[g] for g in keep], labels=[states.labels[g] for g in keep],
+        label_ids=[states.label_ids[g] for g in keep],
+        sample_index=torch.tensor([position[int(states.sample_index[g])] for g in keep], device=states.sample_index.device),
+    )
+
+
+def _images_of_row(prediction: Any, row: int) -> Any:
+    """A diffusion prediction cut to the groups of one batch row."""
+    keep = [g for g, r in enumerate(prediction.sample_index) if r == row]
+    return replace(prediction, images=[prediction.images[g] for g in keep], captions=[prediction.captions[g] for g in keep],
+                   seeds=[prediction.seeds[g] for g in keep], sample_index=[row] * len(keep))
