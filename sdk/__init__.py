@@ -21,6 +21,7 @@ from .results import COCO_KEYPOINT_NAMES, COCO_SKELETON, Boxes, Images, Masks, P
 __all__ = [
     "COCO_KEYPOINT_NAMES",
     "COCO_SKELETON",
+    "BatchPredictor",
     "Box",
     "Boxes",
     "CapabilityError",
@@ -47,9 +48,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Session pulls in torch and the model; load it on first use so `import visionllm2.sdk` stays light.
+    # Session and BatchPredictor pull in torch and the model; load it on first use so `import visionllm2.sdk` stays light.
     if name == "Session":
         from .session import Session
 
         return Session
+    if name == "BatchPredictor":
+        from .batch import BatchPredictor
+
+        return BatchPredictor
     raise AttributeError(f"module 'visionllm2.sdk' has no attribute {name!r}")

@@ -102,6 +102,8 @@ class PlannedTurn:
     marks: np.ndarray | None
     shows_image: bool
     timings: dict[str, float]
+    options: dict[str, Any]
+    interactive: bool
 
 
 class Session:
@@ -285,8 +287,8 @@ class Session:
                 answer_ids, routes, link, raw_text, seconds = self._generate(plan.chat, plan.features, generation)
                 plan.timings["generate"] = seconds
             marks = None if plan.marks is None else [plan.marks]
-            per_row, unusable = run_decoders(self.model, link, [plan.picture], len(self.turns), plan.timings, generation,
-                                             interactive=interactive, captions=labels, marks=marks,
+            per_row, unusable = run_decoders(self.model, link, [plan.picture], len(self.turns), plan.timings, plan.options,
+                                             interactive=plan.interactive, captions=plan.labels, marks=marks,
                                              free=not plan.answer_given)
             return self._commit(plan, answer_ids, routes, raw_text, per_row[0], unusable)
 
@@ -316,7 +318,7 @@ class Session:
         # A verb's visual prompts on the picture itself: the masks answering them must agree with them.
         marks = np.stack([mask for _, mask in exchange.regions]) if interactive and prompts else None
         return PlannedTurn(text, exchange, staged, image_id, images[image_id].picture if image_id else None, chat,
-                           features, answer is not None, labels, marks, shows_image, timings)
+                           features, answer is not None, labels, marks, shows_image, timings, dict(generation), interactive)
 
     def _commit(self, plan: PlannedTurn, answer_ids: list[int], routes: list[str], raw_text: str,
                 results: list[Result], unusable: set[str]) -> Turn:

@@ -1,0 +1,263 @@
+"""``BatchPredictor``: the Session's verbs over many pictures, several conversations per forward.
+
+    predictor = BatchPredictor.from_pretrained("shapes", batch_size=8)
+    turns = predictor.detect(["red circle", "blue square"], images=paths)    # one Turn per picture
+    turns = predictor.ground(["the red circle", "the small square"], images=two_paths)   # one each
+    turns = predictor.ask("How many shapes are there?", images=paths)
+
+Each picture is a fresh one-turn conversation: ``turns[i]`` is what ``Session(model).detect(classes,
+image=images[i])`` returns, up to the rounding of batched matrix products. A batch of ``batch_size``
+pictures is encoded by the vision tower in one forward; the LLM runs their conversations together
+(a verb's answer in one right-padded prefill, which causal attention never lets a token see;
+``ask`` decodes a left-padded batch, as exact); each decoder runs once per picture size in the
+batch (decoders pad pictures to one size, so equal sizes keep the answers exact).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from visionllm2.model.batch import collate
+from visionllm2.model.errors import is_integer
+from visionllm2.model.images import ImageLike, load_image
+from visionllm2.model.processor import Processor
+
+from ._decoding import run_decoders
+from ._loading import load_model
+from .errors import InvalidInputError, InvalidPromptError, VisionLLMError
+from .results import Turn
+from .session import PlannedTurn, Session, SessionImage
+
+
+class _Planner(Session):
+    """A one-turn Session whose verbs return their :class:`PlannedTurn` instead of running it."""
+
+    def _turn(self, text, image, prompts, examples, answer, generation, interactive=False, needs=(), labels=None,
+              shows_image=True) -> PlannedTurn:  # type: ignore[override]
+        return self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
+
+
+class BatchPredictor:
+    """One-turn requests over many pictures, ``batch_size`` at a time. See the module docstring.
+
+    Per-picture arguments take one value for every picture or a list with one per picture
+    (``ground``'s expressions, ``segment``'s prompts, ``edit``'s instructions …). A bad picture or
+    argument raises a typed error naming its index before anything runs for its batch.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 8, processor: Processor | None = None,
+                 max_new_tokens: int = 256) -> None:
+        if not is_integer(batch_size) or batch_size < 1:
+            raise InvalidInputError(f"batch_size: expected an integer ≥ 1, got {batch_size!r}")
+        self.session = Session(model, processor, max_new_tokens=max_new_tokens)  # checks the model once
+        self.model, self.processor = self.session.model, self.session.processor
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def from_pretrained(cls, path_or_preset: str, batch_size: int = 8, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None, device_map: Any = None,
+                        offload_folder: str | None = None, **options: Any) -> BatchPredictor:
+        """As :meth:`Session.from_pretrained` (same presets, device and dtype defaults)."""
+        return cls(load_model(path_or_preset, device, dtype, device_map, offload_folder), batch_size, **options)
+
+    # ------------------------------------------------------------------ verbs
+    def detect(self, classes: Sequence[str] | Sequence[Sequence[str]], images: Sequence[ImageLike]) -> list[Turn]:
+        """Boxes of every instance of each class, per picture (one class list, or one per picture)."""
+        return self._run(images, lambda s, i: s.detect(_nth(classes, i, len(images), "classes", nested=True)))
+
+    def ground(self, expressions: str | Sequence[str], images: Sequence[ImageLike]) -> list[Turn]:
+        """The one box an expression names, per picture (one expression, or one per picture)."""
+        return self._run(images, lambda s, i: s.ground(_nth(expressions, i, len(images), "expressions")))
+
+    def segment(self, classes: Sequence[str] | Sequence[Sequence[str]] | None = None, images: Sequence[ImageLike] = (),
+                prompts: Sequence[Sequence[Any]] | None = None) -> list[Turn]:
+        """Instance masks of classes, or of the visual prompts marked on each picture
+        (``prompts[i]``: picture i's prompts, e.g. ``[Box(…), Point(…)]``)."""
+        if prompts is not None:
+            if classes:
+                raise InvalidPromptError("segment: pass classes or prompts, not both")
+            per_picture = _per_picture(prompts, len(images), "prompts")
+            return self._run(images, lambda s, i: s.segment(prompts=per_picture[i]))
+        return self._run(images, lambda s, i: s.segment(_nth(classes, i, len(images), "classes", nested=True)))
+
+    def pose(self, classes: Sequence[str] = ("person",), images: Sequence[ImageLike] = (),
+             keypoints: Sequence[str] | None = None) -> list[Turn]:
+        """Instances of the classes with named keypoints, per picture (as :meth:`Session.pose`)."""
+        return self._run(images, lambda s, i: s.pose(classes, keypoints))
+
+    def ask(self, text: str | Sequence[str], images: Sequence[ImageLike], **generation: Any) -> list[Turn]:
+        """A free answer per picture (one question, or one per picture); the model picks the routes.
+        Greedy answers equal one-at-a-time ones; sampled ones draw from one generator for the batch."""
+        return self._run(images, lambda s, i: s.ask(_nth(text, i, len(images), "text"), **generation))
+
+    def generate(self, captions: Sequence[str], **options: Any) -> list[Turn]:
+        """An image per caption. ``seed=s`` gives caption i the seed ``s + i``; other options as
+        :meth:`Session.generate`."""
+        if isinstance(captions, str) or not isinstance(captions, Sequence):
+            raise InvalidPromptError(f"captions: expected a list of captions, got {captions!r}")
+        seed = options.pop("seed", None)
+        return self._run([None] * len(captions), lambda s, i: s.generate(captions[i], **_seeded(options, seed, i)))
+
+    def edit(self, instructions: str | Sequence[str], images: Sequence[ImageLike], **options: Any) -> list[Turn]:
+        """Each picture edited by its instruction (one for all, or one per picture); ``seed`` as
+        :meth:`generate`."""
+        seed = options.pop("seed", None)
+        return self._run(images, lambda s, i: s.edit(_nth(instructions, i, len(images), "instructions"),
+                                                     **_seeded(options, seed, i)))
+
+    # ------------------------------------------------------------------ running
+    def _run(self, images: Sequence[ImageLike | None], verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) or not len(images):
+            raise InvalidInputError(f"images: expected a non-empty list of pictures, got {type(images).__name__}")
+        turns: list[Turn] = []
+        with self.session._lock:  # one batch at a time on this predictor's model
+            for start in range(0, len(images), self.batch_size):
+                turns += self._run_batch(images, range(start, min(start + self.batch_size, len(images))), verb)
+        return turns
+
+    def _run_batch(self, images: Sequence[ImageLike | None], indices: range,
+                   verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:
+        start = time.perf_counter()
+        sessions = [self._session_with(images[i], i) for i in indices]
+        self._encode([s for s in sessions if s.current_image is not None])
+        encoded = time.perf_counter() - start
+        plans = []
+        for session, i in zip(sessions, indices):
+            try:
+                plans.append(verb(session, i))
+            except VisionLLMError as error:
+                raise type(error)(f"picture {i}: {error}") from error
+        size = len(plans)
+        timings = {"encode": encoded}
+        if plans[0].answer_given:
+            start = time.perf_counter()
+            answers, link = self._prefill(plans)
+            timings["prefill"] = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            answers, link = self._generate(plans)
+            timings["generate"] = time.perf_counter() - start
+        first = plans[0]
+        captions = [label for plan in plans for label in (plan.labels or [])] if first.labels else None
+        marks = [plan.marks for plan in plans] if first.marks is not None else None
+        per_row, unusable = run_decoders(self.model, link, [p.picture for p in plans], 0, timings, first.options,
+                                         interactive=first.interactive, captions=captions, marks=marks,
+                                         free=not first.answer_given)
+        turns = []
+        for session, plan, (ids, routes, text), results in zip(sessions, plans, answers, per_row):
+            plan.timings = {stage: seconds / size for stage, seconds in timings.items()}  # this turn's share
+            turns.append(session._commit(plan, ids, routes, text, results, unusable))
+        return turns
+
+    def _session_with(self, image: ImageLike | None, index: int) -> _Planner:
+        """A fresh one-turn session holding picture ``index`` (tiled, not yet encoded) as its current image."""
+        session = _Planner(self.model, self.processor, self.max_new_tokens, max_encoded_images=1)
+        if image is not None:
+            try:
+                picture = load_image(image, self.model.config.vision.max_image_pixels)
+            except VisionLLMError as error:
+                raise type(error)(f"images[{index}]: {error}") from error
+            session.images["image1"] = SessionImage("image1", picture, self.processor.process_image(picture))
+            session.current_image = "image1"
+        return session
+
+    def _encode(self, sessions: Sequence[Session]) -> None:
+        """Every picture's tiles through the vision tower and bridge in one forward."""
+        if not sessions:
+            return
+        records = [s.images[s.current_image] for s in sessions]
+        pixels = torch.cat([r.tiles.pixel_values for r in records]).to(self.model.device)
+        with torch.no_grad():
+            features = self.model.encode_images(pixels)[0]  # (ΣN, P, H)
+        for record, part in zip(records, features.split([r.tiles.pixel_values.shape[0] for r in records])):
+            record.features = part
+
+    def _prefill(self, plans: Sequence[PlannedTurn]):
+        """The verbs' answers are known: one right-padded forward over every conversation."""
+        batch = collate([p.chat for p in plans], self.model.tokenizer.pad_id, "right").to(self.model.device)
+        features = _features(plans)
+        with torch.no_grad():
+            embeds, groups = self.model.embed(batch, features)  # (B, T, H)
+            positions = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(len(plans), -1)
+            hidden = self.model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                          position_ids=positions).last_hidden_state
+            link = self.model.gather_link(hidden, batch.input_ids, groups, batch.answer_start)
+        answers = []
+        for row, plan in enumerate(plans):
+            ids = plan.chat.input_ids[plan.chat.answer_start:-1]  # without the closing </s>
+            answers.append((ids, [g.route for g in groups if g.row == row], self.model.tokenizer.decode(ids)))
+        return answers, link
+
+    def _generate(self, plans: Sequence[PlannedTurn]):
+        """Free answers: one left-padded batch decoded together (``model.generate``)."""
+        options = dict(plans[0].options)
+        seed = options.pop("seed", None)
+        for key in ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler",
+                    "pose_objects", "keypoint_names"):
+            options.pop(key, None)
+        if seed is not None:
+            options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
+        options.setdefault("max_new_tokens", self.max_new_tokens)
+        batch = collate([p.chat for p in plans], self.model.tokenizer.pad_id, "left")
+        generations = self.model.generate(batch, image_features=_features(plans), **options)
+        eos = self.model.tokenizer.eos_id
+        answers = [([t for t in g.token_ids if t != eos], g.routes, g.text) for g in generations]
+        return answers, merge_links([g.link(self.model.decoder_of_route) for g in generations], self.model.decoders())
+
+
+def _features(plans: Sequence[PlannedTurn]) -> torch.Tensor | None:
+    parts = [p.features for p in plans if p.features is not None]
+    return torch.cat(parts) if parts else None  # row after row: the order of the batch's image slots
+
+
+def merge_links(per_row: Sequence[dict[str, Any]], decoders: dict[str, Any]) -> dict[str, Any]:
+    """One sequence's link states per row → the batch's, ``sample_index`` set to the row."""
+    from visionllm2.model.decoders.base import LinkStates
+
+    merged: dict[str, list[tuple[int, Any]]] = {}
+    for row, link in enumerate(per_row):
+        for name, states in link.items():
+            if name in decoders:  # a route the loaded model cannot serve is listed, not run
+                merged.setdefault(name, []).append((row, states))
+    return {
+        name: LinkStates(
+            states=torch.cat([s.states for _, s in parts]), routes=[r for _, s in parts for r in s.routes],
+            labels=[x for _, s in parts for x in s.labels], label_ids=[x for _, s in parts for x in s.label_ids],
+            sample_index=torch.cat([torch.full_like(s.sample_index, row) for row, s in parts]),
+        )
+        for name, parts in merged.items()
+    }
+
+
+def _nth(value: Any, index: int, count: int, what: str, nested: bool = False) -> Any:
+    """The argument for picture ``index``: ``value`` itself, or its ``index``-th entry when it holds one
+    per picture (a list of strings for ``str`` arguments; a list of lists for ``nested`` ones)."""
+    per_picture = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
+                   and (not nested or not isinstance(value[0], str)))
+    if not per_picture:
+        return value
+    if len(value) != count:
+        raise InvalidPromptError(f"{what}: expected one for all pictures or one per picture ({count}), got {len(value)}")
+    return value[index]
+
+
+def _per_picture(value: Any, count: int, what: str) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
+        raise InvalidPromptError(f"{what}: expected a list with one entry per picture ({count}), got {value!r}")
+    return list(value)
+
+
+def _seeded(options: dict[str, Any], seed: Any, index: int) -> dict[str, Any]:
+    if seed is None:
+        return dict(options)
+    if not is_integer(seed) or seed < 0:
+        raise InvalidInputError(f"seed: expected an integer ≥ 0, got {seed!r}")
+    return {**options, "seed": int(seed) + index}
+
+
+__all__ = ["BatchPredictor"]

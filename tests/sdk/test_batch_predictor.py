@@ -1,0 +1,164 @@
+"""BatchPredictor: many pictures, several one-turn conversations per forward, each answered as a fresh
+Session would answer it alone (tiny preset: random weights, so only agreement is asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from visionllm2.model import tokens as T
+from visionllm2.sdk import (
+    Box,
+    CapabilityError,
+    InvalidImageError,
+    InvalidInputError,
+    InvalidPromptError,
+    Point,
+    Session,
+    Turn,
+)
+from visionllm2.sdk.batch import BatchPredictor
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    loaded = Session.from_pretrained("tiny", max_new_tokens=8).model
+    loaded.unipose.config.score_threshold = 0.0  # random weights: keep every figure, so there is something to compare
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def pictures() -> list[np.ndarray]:
+    """Five pictures of three sizes, two of them 128²: batches mix sizes and share them."""
+    from skimage import data
+
+    photo = data.astronaut()[::4, ::4]  # (128, 128, 3), a real photograph
+    coffee = data.coffee()[::4, ::4]  # (100, 150, 3)
+    return [photo, coffee, photo[:, ::-1].copy(), coffee[::-1].copy(), photo[20:, :].copy()]
+
+
+def assert_same_turn(batched: Turn, alone: Turn) -> None:
+    assert batched.text == alone.text and batched.routes == alone.routes and batched.index == alone.index == 0
+    assert batched.image_id == alone.image_id and [r.kind for r in batched.results] == [r.kind for r in alone.results]
+    for got, expected in zip(batched.results, alone.results):
+        assert got.image_size == expected.image_size and got.asked == expected.asked and len(got) == len(expected)
+        if got.kind == "images":
+            assert got.seeds == expected.seeds and got.captions == expected.captions
+            for a, b in zip(got.images, expected.images):
+                assert np.abs(np.asarray(a, float) - np.asarray(b, float)).max() <= 1  # batched UNet rounding
+            continue
+        assert got.labels == expected.labels
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
+        boxes = (got.xyxy, expected.xyxy) if got.kind == "boxes" else (got.boxes, expected.boxes)
+        np.testing.assert_allclose(*boxes, atol=1e-2)
+        if got.kind == "poses":
+            np.testing.assert_allclose(got.keypoints, expected.keypoints, atol=1e-2)
+        if got.kind == "masks":
+            assert got.masks.shape == expected.masks.shape and (got.masks != expected.masks).sum() <= got.masks.size // 1000
+
+
+VERBS = {
+    "detect": (lambda p, images: p.detect(["person", "cup"], images=images),
+               lambda s, image, i: s.detect(["person", "cup"], image=image)),
+    "detect, classes per picture": (
+        lambda p, images: p.detect([["person"], ["cup", "saucer"], ["face"], ["cup"], ["person", "hat"]], images=images),
+        lambda s, image, i: s.detect([["person"], ["cup", "saucer"], ["face"], ["cup"], ["person", "hat"]][i], image=image)),
+    "ground, an expression per picture": (
+        lambda p, images: p.ground(["the person", "the cup", "the face", "the cup", "the helmet"], images=images),
+        lambda s, image, i: s.ground(["the person", "the cup", "the face", "the cup", "the helmet"][i], image=image)),
+    "segment classes": (lambda p, images: p.segment(["person"], images=images),
+                        lambda s, image, i: s.segment(["person"], image=image)),
+    "segment visual prompts": (
+        lambda p, images: p.segment(images=images, prompts=[[Point(x=10 + 5 * i, y=40)] if i % 2 else
+                                                            [Box(5, 5, 60, 70), Point(x=30, y=30)] for i in range(5)]),
+        lambda s, image, i: s.segment(prompts=[Point(x=10 + 5 * i, y=40)] if i % 2 else [Box(5, 5, 60, 70), Point(x=30, y=30)],
+                                      image=image)),
+    "pose": (lambda p, images: p.pose(["person"], images=images, keypoints=["nose", "tail"]),
+             lambda s, image, i: s.pose(["person"], keypoints=["nose", "tail"], image=image)),
+    "ask": (lambda p, images: p.ask("what is in the picture?", images=images, max_new_tokens=6),
+            lambda s, image, i: s.ask("what is in the picture?", image=image, max_new_tokens=6)),
+}
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_each_verb_batched_answers_as_one_fresh_session_per_picture(model, pictures, verb):
+    batched_call, alone_call = VERBS[verb]
+    turns = batched_call(BatchPredictor(model, batch_size=3), pictures)  # the first batch holds two 128² pictures
+    assert len(turns) == len(pictures)
+    for i, (turn, picture) in enumerate(zip(turns, pictures)):
+        assert_same_turn(turn, alone_call(Session(model, max_new_tokens=8), picture, i))
+    assert set(turns[0].timings) >= {"encode", "prefill" if verb != "ask" else "generate"}
+
+
+def scripted(token_of_row: list[int]):
+    """A logits processor: row r writes one word, then ``token_of_row[r]`` (a route), then ``</s>``."""
+    def script(step: int, logits: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(logits, -1e4)
+        for row, token in enumerate(token_of_row):
+            out[row, 5 if step == 0 else token if step == 1 else 2] = 0
+        return out
+    return script
+
+
+def test_a_free_answer_that_routes_is_decoded_like_a_sessions(model, pictures):
+    routes = [T.DET, T.SEG, T.DET, T.SEG]
+    tokens = [model.special_ids[route] for route in routes]
+    turns = BatchPredictor(model, batch_size=4).ask("find it", images=pictures[:4], logits_processor=scripted(tokens))
+    for row, turn in enumerate(turns):
+        alone = Session(model).ask("find it", image=pictures[row], logits_processor=scripted(tokens[row:row + 1]))
+        assert turn.routes == [routes[row]] and turn.results
+        assert_same_turn(turn, alone)
+
+
+def test_generate_and_edit_give_each_picture_the_next_seed(tokenizer):
+    from route_steps import tiny_config_with_denoisers
+
+    from visionllm2.model.visionllm import VisionLLMv2
+
+    torch.manual_seed(0)
+    model = VisionLLMv2.from_config(tiny_config_with_denoisers(), tokenizer=tokenizer).eval()
+    captions = ["a red circle on the left", "a blue square", "a green hexagon at the top"]
+    made = BatchPredictor(model, batch_size=2).generate(captions, seed=7, num_inference_steps=3)
+    for i, (turn, caption) in enumerate(zip(made, captions)):
+        assert turn.images.seeds == [7 + i] and turn.images.captions == [caption] and turn.image_id is None
+        assert_same_turn(turn, Session(model).generate(caption, seed=7 + i, num_inference_steps=3))
+    sources = [np.full((40, 60, 3), 90, np.uint8), np.full((32, 32, 3), 200, np.uint8)]
+    edited = BatchPredictor(model).edit(["make it blue", "make it red"], images=sources, seed=1, num_inference_steps=3)
+    for i, turn in enumerate(edited):
+        assert_same_turn(turn, Session(model).edit(["make it blue", "make it red"][i], image=sources[i], seed=1 + i,
+                                                   num_inference_steps=3))
+
+
+def test_bad_pictures_and_arguments_are_refused_with_the_index_and_typed_errors(model, pictures):
+    predictor = BatchPredictor(model, batch_size=2)
+    with pytest.raises(InvalidImageError, match=r"images\[2\]"):
+        predictor.detect(["person"], images=[pictures[0], pictures[1], b"not an image"])
+    with pytest.raises(InvalidInputError, match="non-empty list of pictures"):
+        predictor.detect(["person"], images=[])
+    with pytest.raises(InvalidInputError, match="non-empty list of pictures"):
+        predictor.detect(["person"], images="photo.png")  # one path: pass [path]
+    with pytest.raises(InvalidPromptError, match=r"one per picture \(2\), got 3"):
+        predictor.ground(["the person", "the cup", "the face"], images=pictures[:2])
+    with pytest.raises(InvalidPromptError, match="picture 1: .*expression"):
+        predictor.ground(["the person", ""], images=pictures[:2])
+    with pytest.raises(InvalidPromptError, match="one entry per picture"):
+        predictor.segment(images=pictures[:2], prompts=[[Point(x=3, y=3)]])
+    with pytest.raises(InvalidPromptError, match="not both"):
+        predictor.segment(["person"], images=pictures[:2], prompts=[[Point(x=3, y=3)]] * 2)
+    with pytest.raises(CapabilityError, match="picture 0"):
+        predictor.generate(["a red circle"])  # the tiny preset carries no denoisers
+    with pytest.raises(InvalidInputError, match="unknown"):
+        predictor.ask("hi", images=pictures[:1], temprature=0.5)
+    for size in (0, -1, 2.5, "8"):
+        with pytest.raises(InvalidInputError, match="batch_size"):
+            BatchPredictor(model, batch_size=size)
+
+
+def test_it_is_exported_lazily_and_loads_presets():
+    from visionllm2 import sdk
+
+    assert "BatchPredictor" in sdk.__all__ and sdk.BatchPredictor is BatchPredictor
+    predictor = BatchPredictor.from_pretrained("tiny", batch_size=3, device="cpu")
+    assert predictor.batch_size == 3 and predictor.model.device.type == "cpu"
