@@ -68,11 +68,13 @@ class BatchPredictor:
     # ------------------------------------------------------------------ verbs
     def detect(self, classes: Sequence[str] | Sequence[Sequence[str]], images: Sequence[ImageLike]) -> list[Turn]:
         """Boxes of every instance of each class, per picture (one class list, or one per picture)."""
-        return self._run(images, lambda s, i: s.detect(_nth(classes, i, len(images), "classes", nested=True)))
+        each = _each(classes, images, "classes", nested=True)
+        return self._run(images, lambda s, i: s.detect(each[i]))
 
     def ground(self, expressions: str | Sequence[str], images: Sequence[ImageLike]) -> list[Turn]:
         """The one box an expression names, per picture (one expression, or one per picture)."""
-        return self._run(images, lambda s, i: s.ground(_nth(expressions, i, len(images), "expressions")))
+        each = _each(expressions, images, "expressions")
+        return self._run(images, lambda s, i: s.ground(each[i]))
 
     def segment(self, classes: Sequence[str] | Sequence[Sequence[str]] | None = None, images: Sequence[ImageLike] = (),
                 prompts: Sequence[Sequence[Any]] | None = None) -> list[Turn]:
@@ -81,9 +83,10 @@ class BatchPredictor:
         if prompts is not None:
             if classes:
                 raise InvalidPromptError("segment: pass classes or prompts, not both")
-            per_picture = _per_picture(prompts, len(images), "prompts")
-            return self._run(images, lambda s, i: s.segment(prompts=per_picture[i]))
-        return self._run(images, lambda s, i: s.segment(_nth(classes, i, len(images), "classes", nested=True)))
+            marks = _per_picture(prompts, images, "prompts")
+            return self._run(images, lambda s, i: s.segment(prompts=marks[i]))
+        each = _each(classes, images, "classes", nested=True)
+        return self._run(images, lambda s, i: s.segment(each[i]))
 
     def pose(self, classes: Sequence[str] = ("person",), images: Sequence[ImageLike] = (),
              keypoints: Sequence[str] | None = None) -> list[Turn]:
@@ -93,7 +96,8 @@ class BatchPredictor:
     def ask(self, text: str | Sequence[str], images: Sequence[ImageLike], **generation: Any) -> list[Turn]:
         """A free answer per picture (one question, or one per picture); the model picks the routes.
         Greedy answers equal one-at-a-time ones; sampled ones draw from one generator for the batch."""
-        return self._run(images, lambda s, i: s.ask(_nth(text, i, len(images), "text"), **generation))
+        each = _each(text, images, "text")
+        return self._run(images, lambda s, i: s.ask(each[i], **generation))
 
     def generate(self, captions: Sequence[str], **options: Any) -> list[Turn]:
         """An image per caption. ``seed=s`` gives caption i the seed ``s + i``; other options as
@@ -107,13 +111,12 @@ class BatchPredictor:
         """Each picture edited by its instruction (one for all, or one per picture); ``seed`` as
         :meth:`generate`."""
         seed = options.pop("seed", None)
-        return self._run(images, lambda s, i: s.edit(_nth(instructions, i, len(images), "instructions"),
-                                                     **_seeded(options, seed, i)))
+        each = _each(instructions, images, "instructions")
+        return self._run(images, lambda s, i: s.edit(each[i], **_seeded(options, seed, i)))
 
     # ------------------------------------------------------------------ running
     def _run(self, images: Sequence[ImageLike | None], verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:
-        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) or not len(images):
-            raise InvalidInputError(f"images: expected a non-empty list of pictures, got {type(images).__name__}")
+        _count(images)
         turns: list[Turn] = []
         with self.session._lock:  # one batch at a time on this predictor's model
             for start in range(0, len(images), self.batch_size):
@@ -234,19 +237,27 @@ def merge_links(per_row: Sequence[dict[str, Any]], decoders: dict[str, Any]) -> 
     }
 
 
-def _nth(value: Any, index: int, count: int, what: str, nested: bool = False) -> Any:
-    """The argument for picture ``index``: ``value`` itself, or its ``index``-th entry when it holds one
-    per picture (a list of strings for ``str`` arguments; a list of lists for ``nested`` ones)."""
+def _count(images: Any) -> int:
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) or not len(images):
+        raise InvalidInputError(f"images: expected a non-empty list of pictures, got {type(images).__name__}")
+    return len(images)
+
+
+def _each(value: Any, images: Any, what: str, nested: bool = False) -> list[Any]:
+    """One argument per picture: ``value`` for every picture, or its entries when it holds one per
+    picture (a list of strings for ``str`` arguments; a list of lists for ``nested`` ones)."""
+    count = _count(images)
     per_picture = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
                    and (not nested or not isinstance(value[0], str)))
     if not per_picture:
-        return value
+        return [value] * count
     if len(value) != count:
         raise InvalidPromptError(f"{what}: expected one for all pictures or one per picture ({count}), got {len(value)}")
-    return value[index]
+    return list(value)
 
 
-def _per_picture(value: Any, count: int, what: str) -> list[Any]:
+def _per_picture(value: Any, images: Any, what: str) -> list[Any]:
+    count = _count(images)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
         raise InvalidPromptError(f"{what}: expected a list with one entry per picture ({count}), got {value!r}")
     return list(value)
