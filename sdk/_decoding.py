@@ -25,25 +25,27 @@ from .results import Result
 
 
 def run_decoders(model: Any, link: dict[str, LinkStates], pictures: Sequence[Any], turn_index: int | Sequence[int],
-                 timings: dict[str, float], options: dict[str, Any], *, interactive: bool = False,
+                 timings: dict[str, float], options: dict[str, Any] | Sequence[dict[str, Any]], *, interactive: bool = False,
                  captions: list[str] | None = None, marks: Sequence[np.ndarray | None] | None = None,
                  free: bool = False) -> tuple[list[list[Result]], set[str]]:
     """Run each decoder that has groups; results per batch row, in the order of ``link``.
 
     ``pictures[row]`` is the picture row ``row`` asked about; ``turn_index`` the turn each row's
-    results belong to (one for all rows, or one per row); ``marks[row]`` a row's visual prompts
+    results belong to and ``options`` the verb's options (one for all rows, or one per row: a pose
+    request's class count and keypoint names, a picture's seed); ``marks[row]`` a row's visual prompts
     (bool ``(G, h, w)``); ``captions`` one per diffusion group. In a free answer, groups a decoder
     cannot use (a ``[POSE]`` answer without keypoint names …) are skipped and their routes returned;
     in a verb's answer that cannot happen, so errors propagate.
     """
     turns = [turn_index] * len(pictures) if isinstance(turn_index, int) else list(turn_index)
+    row_options = [options] * len(pictures) if isinstance(options, dict) else list(options)
     per_row: list[list[Result]] = [[] for _ in pictures]
     unusable: set[str] = set()
     decoders = model.decoders()
     for name, states in link.items():
         start = time.perf_counter()
         try:
-            for row, results in run_decoder(decoders[name], states, pictures, turns, options, interactive,
+            for row, results in run_decoder(decoders[name], states, pictures, turns, row_options, interactive,
                                             captions, marks).items():
                 per_row[row] += results
         except InvalidInputError:
@@ -55,7 +57,7 @@ def run_decoders(model: Any, link: dict[str, LinkStates], pictures: Sequence[Any
 
 
 def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns: Sequence[int],
-                options: dict[str, Any], interactive: bool = False, captions: list[str] | None = None,
+                options: Sequence[dict[str, Any]], interactive: bool = False, captions: list[str] | None = None,
                 marks: Sequence[np.ndarray | None] | None = None) -> dict[int, list[Result]]:
     """One decoder over every row that has groups for it → ``{row: results}``."""
     device = next(decoder.parameters()).device  # under a device map, not always the LLM's
@@ -63,8 +65,12 @@ def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns
     out: dict[int, list[Result]] = {}
     with torch.no_grad():
         if hasattr(decoder, "predict"):  # diffusion: seeds, steps and guidance are the user's to set
+            rows = states.sample_index.tolist()
+            settings = diffusion_options(options[rows[0]])
+            if len(set(rows)) > 1 and "seed" in settings:  # each picture its own seed, as alone
+                settings["seed"] = [int(options[row]["seed"]) + rows[:g].count(row) for g, row in enumerate(rows)]
             prediction = decoder.predict(states, list(pictures), captions=captions or [c or "" for c in states.labels],
-                                         **diffusion_options(options))
+                                         **settings)
             for row in sorted(set(prediction.sample_index)):
                 out[row] = adapters.image_results(_images_of_row(prediction, row), turns[row])
             return out
@@ -75,10 +81,11 @@ def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns
             if T.POSE in decoder.routes:
                 from visionllm2.model.decoders.pose_loss import PoseTarget
 
-                request = [PoseTarget(num_objects=options["pose_objects"])] * len(rows) if "pose_objects" in options else None
+                asked = all("pose_objects" in options[r] for r in rows)
+                request = [PoseTarget(num_objects=options[r]["pose_objects"]) for r in rows] if asked else None
                 predictions = decoder(part, chosen, request).predictions
                 for row, prediction in zip(rows, predictions):
-                    out[row] = adapters.pose_results(prediction, turns[row], T.POSE, options.get("keypoint_names"))
+                    out[row] = adapters.pose_results(prediction, turns[row], T.POSE, options[row].get("keypoint_names"))
             else:
                 row_marks = None if marks is None else [marks[r] for r in rows]
                 predictions = decoder(part, chosen, None, row_marks).predictions

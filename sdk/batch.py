@@ -88,10 +88,13 @@ class BatchPredictor:
         each = _each(classes, images, "classes", nested=True)
         return self._run(images, lambda s, i: s.segment(each[i]))
 
-    def pose(self, classes: Sequence[str] = ("person",), images: Sequence[ImageLike] = (),
-             keypoints: Sequence[str] | None = None) -> list[Turn]:
-        """Instances of the classes with named keypoints, per picture (as :meth:`Session.pose`)."""
-        return self._run(images, lambda s, i: s.pose(classes, keypoints))
+    def pose(self, classes: Sequence[str] | Sequence[Sequence[str]] = ("person",), images: Sequence[ImageLike] = (),
+             keypoints: Sequence[str] | Sequence[Sequence[str]] | None = None) -> list[Turn]:
+        """Instances of the classes with named keypoints, per picture (as :meth:`Session.pose`); the
+        classes and the keypoint names may be one list for all pictures or one per picture."""
+        each_class = _each(classes, images, "classes", nested=True)
+        each_keypoints = _each(keypoints, images, "keypoints", nested=True)
+        return self._run(images, lambda s, i: s.pose(each_class[i], each_keypoints[i]))
 
     def ask(self, text: str | Sequence[str], images: Sequence[ImageLike], **generation: Any) -> list[Turn]:
         """A free answer per picture (one question, or one per picture); the model picks the routes.
@@ -100,8 +103,8 @@ class BatchPredictor:
         return self._run(images, lambda s, i: s.ask(each[i], **generation))
 
     def generate(self, captions: Sequence[str], **options: Any) -> list[Turn]:
-        """An image per caption. ``seed=s`` gives caption i the seed ``s + i``; other options as
-        :meth:`Session.generate`."""
+        """An image per caption. ``seed=s`` gives caption i the seed ``s + i`` (what ``Session.generate``
+        with that seed draws); other options as :meth:`Session.generate`."""
         if isinstance(captions, str) or not isinstance(captions, Sequence):
             raise InvalidPromptError(f"captions: expected a list of captions, got {captions!r}")
         seed = options.pop("seed", None)
@@ -148,7 +151,7 @@ class BatchPredictor:
         first = plans[0]
         captions = [label for plan in plans for label in (plan.labels or [])] if first.labels else None
         marks = [plan.marks for plan in plans] if first.marks is not None else None
-        per_row, unusable = run_decoders(self.model, link, [p.picture for p in plans], 0, timings, first.options,
+        per_row, unusable = run_decoders(self.model, link, [p.picture for p in plans], 0, timings, [p.options for p in plans],
                                          interactive=first.interactive, captions=captions, marks=marks,
                                          free=not first.answer_given)
         turns = []

@@ -77,6 +77,11 @@ VERBS = {
                                       image=image)),
     "pose": (lambda p, images: p.pose(["person"], images=images, keypoints=["nose", "tail"]),
              lambda s, image, i: s.pose(["person"], keypoints=["nose", "tail"], image=image)),
+    "pose, classes and keypoints per picture": (
+        lambda p, images: p.pose([["person"], ["dog"]] * 2 + [["cat"]], images=images,
+                                 keypoints=[["nose", "tail"], ["nose", "left ear", "tail"]] * 2 + [["tail"]]),
+        lambda s, image, i: s.pose([["person"], ["dog"]][i % 2] if i < 4 else ["cat"], image=image,
+                                   keypoints=[["nose", "tail"], ["nose", "left ear", "tail"]][i % 2] if i < 4 else ["tail"])),
     "ask": (lambda p, images: p.ask("what is in the picture?", images=images, max_new_tokens=6),
             lambda s, image, i: s.ask("what is in the picture?", image=image, max_new_tokens=6)),
 }
