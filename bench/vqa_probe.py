@@ -35,8 +35,9 @@ from visionllm2.model.data.shapes import render_scene
 from visionllm2.model.data.tasks import NUMBER_WORDS, VQA_FORMS, ShapesWorld, split_seed
 from visionllm2.model.processor import ImageSlot, Message
 from visionllm2.model.training.trainer import samples_to_inputs
-from visionllm2.recipes.evaluate import answer_vqa, normalise_answer
+from visionllm2.recipes.evaluate import normalise_answer, vqa_answers
 from visionllm2.sdk import Session
+from visionllm2.sdk.batch import BatchPredictor
 
 DEPTHS = ("vision tower", "vl_bridge", "LLM")
 
@@ -45,9 +46,9 @@ def answers_per_form(session: Session, questions: int) -> dict[str, dict[str, fl
     """Per kind of question: exact match, the majority-answer baseline and the model's top-answer share."""
     world = ShapesWorld(session.processor, "heldout", tasks={"chat": 1.0})
     given, truth = defaultdict(list), defaultdict(list)
-    for index in range(questions):
-        sample = world.sample(index)
-        given[sample.meta["form"]].append(answer_vqa(session, sample))
+    samples = [world.sample(index) for index in range(questions)]
+    for sample, answer in zip(samples, vqa_answers(BatchPredictor(session.model, processor=session.processor), samples)):
+        given[sample.meta["form"]].append(answer)
         truth[sample.meta["form"]].append(normalise_answer(sample.meta["answer"]))
     table = {}
     for form in VQA_FORMS:

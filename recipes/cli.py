@@ -405,6 +405,7 @@ def evaluate_command(
     domains: Annotated[str, typer.Option(help="Domain packs mixed into the scenes, comma-separated.")] = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     details: Annotated[bool, typer.Option(help="Print every metric of each task, not only its headline.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Samples run together (each its own conversation; same figures).")] = 8,
     device: Device = None,
     dtype: Dtype = None,
 ) -> None:
@@ -417,7 +418,7 @@ def evaluate_command(
         with console.status("evaluating") as status:
             result = evaluate(session, [t.strip() for t in tasks.split(",") if t.strip()], count,
                               [d.strip() for d in domains.split(",") if d.strip()],
-                              progress=lambda task: status.update(f"evaluating {task}"))
+                              progress=lambda task: status.update(f"evaluating {task}"), batch_size=batch_size)
     except VisionLLMError as error:
         console.print(f"[red]eval: {error}[/red]")
         raise typer.Exit(2) from error

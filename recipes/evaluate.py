@@ -1,8 +1,8 @@
 """``visionllm2 eval``: score a model on held-out ShapesWorld through the Session, route by route.
 
-Every number comes from the same calls a user makes (``session.detect``, ``segment``, ``ground``,
-``pose``, ``ask``, ``generate``, ``edit``), one fresh conversation per sample, so it measures the
-product, not a training shortcut:
+Every number comes from the same calls a user makes (the Session's verbs ``detect``, ``segment``,
+``ground``, ``pose``, ``ask``, ``generate``, ``edit``, run over the samples by ``BatchPredictor``),
+one fresh conversation per sample, so it measures the product, not a training shortcut:
 
 - detection / segmentation: COCO bbox and mask AP (pycocotools) over the asked classes, ranking every
   detection above 0.01 as COCO does (the session's display threshold is restored after);
@@ -42,6 +42,7 @@ from visionllm2.model.decoders.detection_eval import CocoEvaluator
 from visionllm2.model.decoders.pose_eval import PoseEvaluator
 from visionllm2.model.errors import is_integer
 from visionllm2.sdk import Mask, Masks, Session
+from visionllm2.sdk.batch import BatchPredictor
 from visionllm2.sdk.results._interop import supervision
 
 FOLDS = 5  # disjoint folds whose AP spread gives an AP's standard error
@@ -111,20 +112,24 @@ def normalise_answer(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text).split())
 
 
-def _detect(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
+def _pictures_of(samples: Sequence[Sample]) -> list[Image.Image]:
+    return [sample.images[0] for sample in samples]
+
+
+def _detect(predictor: BatchPredictor, samples: Sequence[Sample], task: str) -> dict[str, float]:
     iou_types = ("bbox",) if task == "detect" else ("bbox", "segm")
     evaluator, folds = CocoEvaluator(iou_types), [CocoEvaluator(iou_types) for _ in range(FOLDS)]
-    for index, sample in enumerate(samples):
-        session.reset()
-        asked, truth = sample.meta["asked"], sample.targets["gdino"]
-        labels = [asked[i] for i in truth.labels.tolist()]
-        image = sample.images[0]
+    asked = [sample.meta["asked"] for sample in samples]
+    verb = predictor.detect if task == "detect" else predictor.segment
+    for index, (sample, turn) in enumerate(zip(samples, verb(asked, images=_pictures_of(samples)))):
+        truth = sample.targets["gdino"]
+        labels = [asked[index][i] for i in truth.labels.tolist()]
+        size = sample.images[0].size
         if task == "detect":
-            boxes = session.detect(asked, image=image).boxes
-            scored = (image.size, truth.boxes, labels, boxes.xyxy, boxes.scores, boxes.labels)
+            scored = (size, truth.boxes, labels, turn.boxes.xyxy, turn.boxes.scores, turn.boxes.labels)
         else:
-            masks = session.segment(asked, image=image).masks
-            scored = (image.size, truth.boxes, labels, masks.boxes, masks.scores, masks.labels, truth.masks, masks.masks)
+            masks = turn.masks
+            scored = (size, truth.boxes, labels, masks.boxes, masks.scores, masks.labels, truth.masks, masks.masks)
         for scorer in (evaluator, folds[index % FOLDS]):
             scorer.add(*scored)
     return with_fold_stderr(evaluator.compute(), [fold.compute() for fold in folds] if len(samples) >= MIN_FOLDED else [],
@@ -137,12 +142,9 @@ def with_fold_stderr(metrics: dict[str, float], per_fold: Sequence[dict[str, flo
     return metrics if error is None else {**metrics, f"{name}_stderr": error}
 
 
-def _ground(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
-    hits = []
-    for sample in samples:
-        session.reset()
-        boxes = session.ground(sample.meta["expression"], image=sample.images[0]).boxes
-        hits.append(len(boxes) > 0 and box_iou(boxes.xyxy[0], sample.meta["box"]) >= 0.5)
+def _ground(predictor: BatchPredictor, samples: Sequence[Sample]) -> dict[str, float]:
+    turns = predictor.ground([sample.meta["expression"] for sample in samples], images=_pictures_of(samples))
+    hits = [len(t.boxes) > 0 and box_iou(t.boxes.xyxy[0], s.meta["box"]) >= 0.5 for s, t in zip(samples, turns)]
     return mean_with_stderr("accuracy@0.5", hits)
 
 
@@ -152,24 +154,23 @@ def marks_ious(masks: Masks, truth: np.ndarray) -> list[float]:
     return [mask_iou(masks.masks[index], truth[index]) if index < len(masks) else 0.0 for index in range(len(truth))]
 
 
-def _interactive(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+def _interactive(predictor: BatchPredictor, samples: Sequence[Sample]) -> dict[str, float]:
     ious, by_prompt = [], defaultdict(list)
-    for sample in samples:
-        session.reset()
-        masks = session.segment(prompts=[Mask(m) for _, m in sample.regions], image=sample.images[0]).masks
-        ious += marks_ious(masks, sample.targets["gdino"].masks)
+    prompts = [[Mask(m) for _, m in sample.regions] for sample in samples]
+    for sample, turn in zip(samples, predictor.segment(images=_pictures_of(samples), prompts=prompts)):
+        ious += marks_ious(turn.masks, sample.targets["gdino"].masks)
         by_prompt[sample.meta["prompt"]] += ious[-len(sample.regions):]
     per_prompt = {f"{kind}_mIoU": float(np.mean(values)) for kind, values in sorted(by_prompt.items())}
     return {**mean_with_stderr("mIoU", ious), **per_prompt}
 
 
-def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
+def _pose(predictor: BatchPredictor, samples: Sequence[Sample]) -> dict[str, float]:
     by_kind: dict[str, PoseEvaluator] = {}  # AP is per figure kind (each has its own keypoints)
     folds: list[dict[str, PoseEvaluator]] = [{} for _ in range(FOLDS)]
-    for index, sample in enumerate(samples):
-        session.reset()
-        kind, names, truth = sample.meta["kind"], sample.meta["keypoint_names"], sample.targets["unipose"]
-        poses = session.pose([kind], keypoints=names, image=sample.images[0]).poses
+    turns = predictor.pose([[sample.meta["kind"]] for sample in samples], images=_pictures_of(samples),
+                           keypoints=[sample.meta["keypoint_names"] for sample in samples])
+    for index, (sample, turn) in enumerate(zip(samples, turns)):
+        kind, names, truth, poses = sample.meta["kind"], sample.meta["keypoint_names"], sample.targets["unipose"], turn.poses
         for scorers in (by_kind, folds[index % FOLDS]):
             scorers.setdefault(kind, PoseEvaluator(names)).add(
                 sample.images[0].size, truth.boxes, truth.keypoints, [kind] * len(truth.boxes),
@@ -183,19 +184,20 @@ def _pose(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
     return with_fold_stderr(metrics, per_fold, "keypoints_AP50")
 
 
-def answer_vqa(session: Session, sample: Sample) -> str:
-    """The session's normalised answer to a chat sample's last question, asked on its picture in a
-    fresh conversation (as ``eval`` scores it)."""
-    session.reset()
-    turns = [m for m in sample.messages if m.role == "user"]
-    question = next(s for s in turns[-1].segments if isinstance(s, str) and s.strip())
-    return normalise_answer(session.ask(question, image=sample.images[0], max_new_tokens=8).text)
-
-
-def _chat(session: Session, samples: Sequence[Sample]) -> dict[str, float]:
-    hits, by_form = [], defaultdict(list)
+def vqa_answers(predictor: BatchPredictor, samples: Sequence[Sample]) -> list[str]:
+    """The normalised answers to chat samples' last questions, each asked on its picture in a fresh
+    conversation (as ``eval`` scores them)."""
+    questions = []
     for sample in samples:
-        hits.append(answer_vqa(session, sample) == normalise_answer(sample.meta["answer"]))
+        turns = [m for m in sample.messages if m.role == "user"]
+        questions.append(next(s for s in turns[-1].segments if isinstance(s, str) and s.strip()))
+    return [normalise_answer(turn.text) for turn in predictor.ask(questions, images=_pictures_of(samples), max_new_tokens=8)]
+
+
+def _chat(predictor: BatchPredictor, samples: Sequence[Sample]) -> dict[str, float]:
+    hits, by_form = [], defaultdict(list)
+    for sample, answer in zip(samples, vqa_answers(predictor, samples)):
+        hits.append(answer == normalise_answer(sample.meta["answer"]))
         by_form[sample.meta.get("form", "other")].append(hits[-1])
     per_form = {f"{form}_exact_match": float(np.mean(values)) for form, values in sorted(by_form.items())}
     return {**mean_with_stderr("exact_match", hits), **per_form}
@@ -214,18 +216,14 @@ def checker_scores(pictures: Sequence[Image.Image], metas: Sequence[dict]) -> di
     return {**metrics, **mean_with_stderr("checker_accuracy", checks["all"])}
 
 
-def _pictures(session: Session, samples: Sequence[Sample], task: str) -> dict[str, float]:
-    pictures = []
-    for index, sample in enumerate(samples):
-        session.reset()
-        meta = sample.meta
-        turn = (session.generate(meta["caption"], seed=index) if task == "generate"
-                else session.edit(meta["caption"], image=sample.images[0], seed=index))
-        pictures.append(turn.images.images[0])
-    return checker_scores(pictures, [sample.meta for sample in samples])
+def _pictures(predictor: BatchPredictor, samples: Sequence[Sample], task: str) -> dict[str, float]:
+    captions = [sample.meta["caption"] for sample in samples]
+    turns = (predictor.generate(captions, seed=0) if task == "generate"  # sample i: seed i
+             else predictor.edit(captions, images=_pictures_of(samples), seed=0))
+    return checker_scores([turn.images.images[0] for turn in turns], [sample.meta for sample in samples])
 
 
-SCORERS: dict[str, Callable[[Session, Sequence[Sample]], dict[str, float]]] = {
+SCORERS: dict[str, Callable[[BatchPredictor, Sequence[Sample]], dict[str, float]]] = {
     "detect": lambda s, x: _detect(s, x, "detect"), "segment": lambda s, x: _detect(s, x, "segment"),
     "ground": _ground, "interactive": _interactive, "pose": _pose, "chat": _chat,
     "generate": lambda s, x: _pictures(s, x, "generate"), "edit": lambda s, x: _pictures(s, x, "edit"),
@@ -233,8 +231,10 @@ SCORERS: dict[str, Callable[[Session, Sequence[Sample]], dict[str, float]]] = {
 
 
 def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 50, domains: Sequence[str] = (),
-             progress: Callable[[str], None] | None = None) -> Evaluation:
-    """Score ``count`` held-out ShapesWorld samples per task; tasks the model has no decoder for are skipped."""
+             progress: Callable[[str], None] | None = None, batch_size: int = 8) -> Evaluation:
+    """Score ``count`` held-out ShapesWorld samples per task; tasks the model has no decoder for are
+    skipped. Samples run ``batch_size`` at a time (:class:`~visionllm2.sdk.batch.BatchPredictor`),
+    each in its own fresh conversation: the figures are the ones one sample at a time gives."""
     unknown = sorted(set(tasks) - set(SCORERS))
     if unknown:
         from visionllm2.sdk import UnknownTaskError
@@ -244,12 +244,12 @@ def evaluate(session: Session, tasks: Sequence[str] = ROUTE_TASKS, count: int = 
         from visionllm2.sdk import InvalidInputError
 
         raise InvalidInputError(f"eval count: expected at least 1 sample per task, got {count!r}")
+    predictor = BatchPredictor(session.model, batch_size, session.processor, session.max_new_tokens)
     world = ShapesWorld(session.processor, "heldout", domains=tuple(domains))
     result = Evaluation()
     loaded = set(session.model.decoders())
     with all_detections(session.model):
-        _score_tasks(session, world, tasks, count, loaded, result, progress)
-    session.reset()
+        _score_tasks(predictor, world, tasks, count, loaded, result, progress)
     return result
 
 
@@ -267,7 +267,7 @@ def all_detections(model):
             config.score_threshold = threshold
 
 
-def _score_tasks(session: Session, world: ShapesWorld, tasks: Sequence[str], count: int, loaded: set[str],
+def _score_tasks(predictor: BatchPredictor, world: ShapesWorld, tasks: Sequence[str], count: int, loaded: set[str],
                  result: Evaluation, progress: Callable[[str], None] | None) -> None:
     for task in tasks:
         decoder = TASK_DECODERS[task]
@@ -278,6 +278,6 @@ def _score_tasks(session: Session, world: ShapesWorld, tasks: Sequence[str], cou
             progress(task)
         samples = world.samples_of(task, 0, count)
         start = time.perf_counter()
-        result.metrics[task] = SCORERS[task](session, samples)
+        result.metrics[task] = SCORERS[task](predictor, samples)
         result.counts[task] = len(samples)
         result.seconds[task] = time.perf_counter() - start

@@ -89,3 +89,14 @@ def test_dtype_check_prints_each_verb_in_both_dtypes():
     assert list(rows) == ["detect", "segment", "ground", "interactive", "ask", "pose", "generate", "edit"]
     assert rows["detect"].startswith("box IoU") and rows["pose"].startswith("keypoints")
     assert rows["generate"].startswith("pixels") and rows["ask"] in ("same text", "other text")
+
+
+def test_batch_throughput_prints_each_verb_one_at_a_time_and_batched_with_equal_answers():
+    output = bench_output("batch_throughput.py", "--pictures", "4", "--batch-sizes", "1,3", "--verbs",
+                          "detect,interactive,pose,ask,generate")
+    assert "shapes on cpu (float32): 4 pictures per verb" in output
+    rows = table_rows(output)
+    assert [(row[0], row[1]) for row in rows] == [(verb, how) for verb in ("detect", "interactive", "pose", "ask", "generate")
+                                                   for how in ("one at a time", "batch 1", "batch 3")]
+    for row in rows:
+        assert float(row[2]) > 0 and (row[1] == "one at a time" or row[4] == "0.0000 px, 0 texts differ"), row

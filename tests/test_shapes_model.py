@@ -132,6 +132,15 @@ def test_eval_scores_interactive_segmentation_per_kind_of_prompt(session):
     assert metrics["mIoU"] >= 0.75, metrics  # 0.874 over 300 (0.631 choosing by score alone)
 
 
+def test_eval_figures_do_not_depend_on_the_batch_size(session):
+    from visionllm2.recipes.evaluate import evaluate
+
+    tasks = ["detect", "ground", "interactive", "pose", "chat"]
+    one_at_a_time = evaluate(session, tasks, count=10, batch_size=1).metrics
+    assert evaluate(session, tasks, count=10, batch_size=4).metrics == one_at_a_time
+    assert session.turns == []  # eval runs its own conversations: the caller's is untouched
+
+
 @pytest.mark.parametrize("kind", ["person", "dog"])
 def test_held_out_figures_keypoints_reach_oks_ap50(session, kind):
     from visionllm2.model.data.figures import FIGURE_KEYPOINTS, render_figures
