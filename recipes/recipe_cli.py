@@ -317,6 +317,7 @@ def remote_sensing_command(
     overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, pixels.")] = 64,
     geotransform: Annotated[str | None, typer.Option(help="GDAL geotransform 'x0,dx,rx,y0,ry,dy' for map "
                                                           "coordinates in the GeoJSON.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles segmented together (the same answers, sooner).")] = 8,
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
     device: Device = None,
@@ -325,13 +326,14 @@ def remote_sensing_command(
 ) -> None:
     """Map objects on large images by overlapping tiles; merged polygons, rotated boxes, GeoJSON."""
     from . import remote_sensing
-    from ._common import open_rgb, run_batch, write_json
+    from ._common import check_count, open_rgb, run_batch, write_json
 
     vocabulary = None if any_class else remote_sensing.VOCABULARY
     transform = _floats(geotransform, "--geotransform", (6,)) if geotransform else None
     try:
         names, tile_size, overlap = remote_sensing.check_inputs(_names(classes, remote_sensing.VOCABULARY),
                                                                 tile_size, overlap, transform, vocabulary)
+        check_count(batch_size, "--batch-size")
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
@@ -339,7 +341,7 @@ def remote_sensing_command(
 
     def work(item: tuple[str, Any]) -> tuple[str, Any]:
         result = remote_sensing.map_objects(session, item[1], names, tile_size=tile_size, overlap=overlap,
-                                            vocabulary=vocabulary)
+                                            vocabulary=vocabulary, batch_size=batch_size)
         return item[0], result
 
     with _progress(len(inputs), "remote sensing") as done:

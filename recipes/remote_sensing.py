@@ -5,7 +5,7 @@
     geojson = result.to_geojson(geotransform=(500000.0, 0.3, 0.0, 4100000.0, 0.0, -0.3))
 
 Sliced inference: the image is cut into overlapping tiles (:func:`~.tiling.tile_grid`); each tile is
-one ``session.segment(classes, image=tile)`` turn in a fresh conversation; the tile's own duplicates
+one ``segment(classes)`` turn in a fresh conversation (tiles run in batches); the tile's own duplicates
 are dropped (supervision's mask NMS) and its masks become polygons shifted back to whole-image pixels;
 instances of one object seen by several tiles are merged by a shapely union, and what still overlaps
 is merged by intersection over the smaller (see :mod:`.tiling`). Coordinates are whole-image pixels
@@ -29,7 +29,7 @@ from visionllm2.model.images import ImageLike
 from visionllm2.sdk.results import Boxes, Masks, Turn
 
 from . import tiling
-from ._common import RecipeModel, check_fraction, check_names, fresh_session, open_rgb
+from ._common import RecipeModel, check_fraction, check_names, open_rgb
 from ._common import dedupe as dedupe_masks
 
 VOCABULARY: tuple[str, ...] = DOMAINS["remote_sensing"]
@@ -137,7 +137,8 @@ def check_inputs(classes: object, tile_size: object, overlap: object, geotransfo
 
 def map_objects(session: Any, image: ImageLike, classes: Sequence[str], *, tile_size: int = 256, overlap: int = 64,
                 rotated_classes: Sequence[str] = ROTATED_CLASSES, merge_iou: float = 0.5, dedupe: float = 0.5,
-                min_area: float = 4.0, vocabulary: Sequence[str] | None = VOCABULARY) -> RemoteSensingResult:
+                min_area: float = 4.0, vocabulary: Sequence[str] | None = VOCABULARY,
+                batch_size: int = 8) -> RemoteSensingResult:
     """Segment ``classes`` over a large image by overlapping tiles and merge the results.
 
     Args:
@@ -158,14 +159,18 @@ def map_objects(session: Any, image: ImageLike, classes: Sequence[str], *, tile_
         min_area: separate parts of a tile's mask smaller than this many pixels are ignored, and
             masks left empty.
         vocabulary: allowed class names (``None``: any).
+        batch_size: tiles segmented together (:class:`~visionllm2.sdk.batch.BatchPredictor`; each
+            tile still its own conversation, with the answer it would get alone).
     """
     names, tile_size, overlap = check_inputs(classes, tile_size, overlap, None, vocabulary, merge_iou, dedupe)
     picture = open_rgb(image)
     tiles = tiling.tile_grid(picture.size, tile_size, overlap)
-    turns, instances = [], []
-    for tile in tiles:
-        turn = fresh_session(session).segment(names, image=picture.crop(tile.xyxy))
-        turns.append(turn)
+    from visionllm2.sdk.batch import BatchPredictor  # torch: loaded when a map is made, not on import
+
+    predictor = BatchPredictor(session.model, batch_size, session.processor, session.max_new_tokens)
+    turns = predictor.segment(names, images=[picture.crop(tile.xyxy) for tile in tiles])
+    instances = []
+    for tile, turn in zip(tiles, turns):
         if turn.masks is not None:
             instances += tiling.tile_instances(dedupe_masks(turn.masks, dedupe, metric="ios"), tile, min_area)
     merged = tiling.merge_instances(instances, tiles, merge_iou, dedupe)

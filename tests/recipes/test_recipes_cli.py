@@ -105,6 +105,7 @@ def test_remote_sensing_writes_geojson_per_image(tmp_path):
     (["--geotransform", "1,2,3"], "--geotransform"),
     (["--geotransform", "0,1,2,0,2,4"], "geotransform"),
     (["--classes", "tree"], "unknown"),
+    (["--batch-size", "0"], "--batch-size"),
 ])
 def test_remote_sensing_refuses_bad_options(tmp_path, args, message):
     render_domain("remote_sensing", 1, size=64).image.save(tmp_path / "a.png")

@@ -238,6 +238,17 @@ def test_remote_sensing_tiles_merges_and_exports(eager_session):
     assert remote_sensing.RemoteSensingResult.model_validate_json(result.to_json()) == result
 
 
+def test_remote_sensing_tiles_in_batches_map_what_one_tile_at_a_time_maps(eager_session):
+    scene = render_domain("remote_sensing", 3, size=256).image
+    alone = remote_sensing.map_objects(eager_session, scene, ["building"], tile_size=128, overlap=32, batch_size=1)
+    batched = remote_sensing.map_objects(eager_session, scene, ["building"], tile_size=128, overlap=32, batch_size=4)
+    assert [t.text for t in batched.turns] == [t.text for t in alone.turns]
+    assert [o.label for o in batched.objects] == [o.label for o in alone.objects] and alone.objects
+    assert np.concatenate([o.xyxy for o in batched.objects]) == pytest.approx(np.concatenate([o.xyxy for o in alone.objects]))
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        remote_sensing.map_objects(eager_session, scene, ["building"], tile_size=128, overlap=32, batch_size=0)
+
+
 def test_roads_and_water_get_no_rotated_box(eager_session):
     scene = render_domain("remote_sensing", 2, size=128).image
     result = remote_sensing.map_objects(eager_session, scene, ["road"], tile_size=128, overlap=32)
