@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache
@@ -78,17 +78,23 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
              temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
              image_features: torch.Tensor | None = None,
              logits_processor: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-             cache: DynamicCache | None = None, cached_tokens: int = 0) -> list[Generation]:
+             cache: DynamicCache | None = None, cached_tokens: int = 0, streamer: Any = None) -> list[Generation]:
     """Decode every sequence of a left-padded batch (``collate(..., padding_side="left")``).
 
     ``max_new_tokens`` counts the tokens the model chose; query slots come on top. Decoding stops at
     ``</s>``. ``logits_processor(step, logits)`` may reshape the ``(B, V)`` next-token logits (to
     constrain or script decoding). ``cache`` may hold the KV of the first ``cached_tokens`` tokens of a
     single unpadded sequence (an earlier turn of the same conversation): only the rest is prefilled,
-    and the cache is extended in place with everything fed. Returns one :class:`Generation` per
-    sequence, with the link states of every group.
+    and the cache is extended in place with everything fed. ``streamer`` (transformers'
+    ``TextStreamer`` / ``TextIteratorStreamer``, or any object with ``put`` and ``end``; one sequence
+    only) gets the prompt's ids, then each step's new ids as they are chosen — a routing token with
+    its query slots, the closing ``</s>`` left out, so the text it decodes is the answer's ``text`` —
+    and ``end()`` when decoding stops. Returns one :class:`Generation` per sequence, with the link
+    states of every group.
     """
     check_decoding_options(max_new_tokens, do_sample, temperature, top_p)
+    if streamer is not None and batch.input_ids.shape[0] != 1:
+        raise InvalidInputError(f"generate: a streamer follows one sequence, got a batch of {batch.input_ids.shape[0]}")
     if bool((batch.attention_mask[:, -1] == 0).any()):
         raise InvalidInputError("generate: expected a left-padded batch (collate with padding_side='left')")
     device = model.device
@@ -108,13 +114,30 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
     out = model.llm.model(inputs_embeds=embeds[:, cached_tokens:], attention_mask=mask,
                           position_ids=positions[:, cached_tokens:], cache=cache, use_cache=True)
     logits = model.llm.lm_head(out.last_hidden_state[:, -1])  # (B, V)
-    embedding = model.llm.get_input_embeddings()
-    eos = 2
     # Tokens only the processor may place (image/region slots, padding, query slots): never sampled.
     banned = torch.tensor([model.special_ids[t] for t in (T.PAD, T.IMAGE, T.IMAGE_PATCH, T.REGION, T.IMAGE_START,
                                                           T.IMAGE_END, *T.QUERY_TOKENS)], device=device)
     results = [Generation([], "", []) for _ in range(size)]
     finished = [False] * size
+    if streamer is not None:
+        streamer.put(batch.input_ids.cpu())  # the prompt first, as transformers' generate does (skip_prompt drops it)
+    try:
+        _decode_steps(model, results, finished, logits, embeds, mask, lengths, cache, banned, max_new_tokens,
+                      do_sample, temperature, top_p, generator, logits_processor, streamer)
+    finally:
+        if streamer is not None:
+            streamer.end()
+    _fill_text_and_labels(model, results)
+    return results
+
+
+def _decode_steps(model: VisionLLMv2, results: list[Generation], finished: list[bool], logits: torch.Tensor,
+                  embeds: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, cache: DynamicCache,
+                  banned: torch.Tensor, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
+                  generator: torch.Generator | None, logits_processor: Callable | None, streamer: Any) -> None:
+    """The decoding loop: each step chooses every unfinished sequence's next token and feeds it back."""
+    size, device, eos = len(results), model.device, 2
+    embedding = model.llm.get_input_embeddings()
     for step in range(max_new_tokens):
         logits = logits.index_fill(-1, banned.to(logits.device), float("-inf"))  # lm_head may sit on another GPU
         if logits_processor is not None:
@@ -137,6 +160,8 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
                 results[row].token_ids += [model.special_ids[q] for q in T.query_tokens(count)]
             chunks.append(torch.cat(pieces))
             finished[row] = token == eos
+            if streamer is not None and token != eos:
+                streamer.put(torch.tensor(results[row].token_ids[-(1 + (count if route is not None else 0)):]))
         width = max(len(c) for c in chunks)
         if width == 0:
             break
@@ -157,8 +182,6 @@ def generate(model: VisionLLMv2, batch: Batch, max_new_tokens: int = 64, do_samp
         lengths = lengths + chunk_mask.sum(1)
         if all(finished):
             break
-    _fill_text_and_labels(model, results)
-    return results
 
 
 def _fill_text_and_labels(model: VisionLLMv2, results: list[Generation]) -> None:

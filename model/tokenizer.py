@@ -130,8 +130,9 @@ class Tokenizer:
             raise InvalidPromptError(f"user text produced special-token ids {leaked}; this is a tokenizer bug")
         return ids
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        text = self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+    def decode(self, ids: list[int] | int, skip_special_tokens: bool = False) -> str:
+        """Ids (or one id, as transformers' tokenizers take it) → text."""
+        text = self.backend.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens=skip_special_tokens)
         if self.word_level:
             text = re.sub(r" ?(\[[A-Z0-9]+\]) ?", r"\1", text)  # "person [DET] [EMB]" → "person[DET][EMB]"
         return text

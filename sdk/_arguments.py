@@ -18,7 +18,7 @@ from .results import Result
 
 SESSION_OPTIONS = ("pose_objects", "keypoint_names")
 DIFFUSION_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler")
-LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor")
+LLM_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "logits_processor", "streamer")
 OPTIONS = (*LLM_OPTIONS, *DIFFUSION_OPTIONS, *SESSION_OPTIONS)
 
 
@@ -34,6 +34,9 @@ def check_options(options: dict[str, Any]) -> None:
     processor = options.get("logits_processor")
     if processor is not None and not callable(processor):
         raise InvalidInputError(f"logits_processor: expected a callable (step, logits) → logits, got {describe(processor)}")
+    streamer = options.get("streamer")
+    if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise InvalidInputError(f"streamer: expected a transformers streamer (put(ids), end()), got {describe(streamer)}")
     check_decoding_options(**{k: options[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p") if k in options})
     check_sampling_options(**{k: options[k] for k in DIFFUSION_OPTIONS if k in options and k != "scheduler"})
 

@@ -99,6 +99,8 @@ class BatchPredictor:
     def ask(self, text: str | Sequence[str], images: Sequence[ImageLike], **generation: Any) -> list[Turn]:
         """A free answer per picture (one question, or one per picture); the model picks the routes.
         Greedy answers equal one-at-a-time ones; sampled ones draw from one generator for the batch."""
+        if generation.get("streamer") is not None:
+            raise InvalidInputError("streamer: a batch writes many answers at once; stream one with Session.stream")
         each = _each(text, images, "text")
         return self._run(images, lambda s, i: s.ask(each[i], **generation))
 

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from .errors import (
 )
 from .prompts import as_visual_prompt
 from .results import Result, Turn
+
+if TYPE_CHECKING:
+    from .streaming import TurnStream
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,16 @@ class Session:
     def ask(self, text: str, image: ImageLike | str | None = None, prompts: Sequence[Any] = (),
             examples: Sequence[tuple[Any, Any]] = (), **generation: Any) -> Turn:
         """Ask anything; the model decides the routes. Options: ``max_new_tokens``, ``do_sample``,
-        ``temperature``, ``top_p``, ``seed``, ``logits_processor``."""
+        ``temperature``, ``top_p``, ``seed``, ``logits_processor``, ``streamer`` (a transformers
+        ``TextStreamer`` …: gets the answer's ids as they are chosen)."""
         return self._turn(text, image, prompts, examples, answer=None, generation=generation)
+
+    def stream(self, text: str, image: ImageLike | str | None = None, prompts: Sequence[Any] = (),
+               examples: Sequence[tuple[Any, Any]] = (), **generation: Any) -> TurnStream:
+        """:meth:`ask`, read while it is written: iterate for the text, then ``.turn`` (``sdk.streaming``)."""
+        from .streaming import TurnStream
+
+        return TurnStream(self, text, image, prompts, examples, generation)
 
     def _turn(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
               answer: list[Segment] | None, generation: dict[str, Any], interactive: bool = False,
