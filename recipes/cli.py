@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from visionllm2.recipes.predict_cli import predict_app
 from visionllm2.recipes.recipe_cli import Device, Dtype, recipe_app
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(recipe_app)
+app.add_typer(predict_app)
 
 _REPORTED_PACKAGES = (
     "visionllm2", "torch", "transformers", "diffusers", "accelerate", "peft", "safetensors", "tokenizers",

@@ -40,8 +40,8 @@ AnyClass = Annotated[bool, typer.Option("--any-class", help="Allow class names o
 MinScore = Annotated[float | None, typer.Option(help="Drop results scored below this (0–1).")]
 
 
-def _stop(error: Exception, code: int = 2) -> typer.Exit:
-    console.print(f"[red]recipe: {escape(str(error))}[/red]")
+def _stop(error: Exception, code: int = 2, command: str = "recipe") -> typer.Exit:
+    console.print(f"[red]{command}: {escape(str(error))}[/red]")
     return typer.Exit(code)
 
 
@@ -65,14 +65,14 @@ def _names(text: str | None, default: Sequence[str]) -> list[str]:
     return list(default) if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _session(model: str, device: str | None, dtype: str | None) -> Any:
+def _session(model: str, device: str | None, dtype: str | None, command: str = "recipe") -> Any:
     from visionllm2.sdk import Session
 
     try:
         with console.status(f"loading {model}"):
             return Session.from_pretrained(model, device=device, dtype=dtype)
     except VisionLLMError as error:
-        raise _stop(error) from error
+        raise _stop(error, command=command) from error
 
 
 @contextmanager
@@ -115,13 +115,13 @@ def _finish(out: Path, recipe: str, shown: list[tuple[str, Image.Image]], coco: 
         raise typer.Exit(1)
 
 
-def _start(source: str, out: Path) -> list[tuple[str, Any]]:
+def _start(source: str, out: Path, command: str = "recipe") -> list[tuple[str, Any]]:
     from ._common import as_inputs
 
     try:
         inputs = as_inputs(source)
     except VisionLLMError as error:
-        raise _stop(error) from error
+        raise _stop(error, command=command) from error
     out.mkdir(parents=True, exist_ok=True)
     return inputs
 
