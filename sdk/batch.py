@@ -26,6 +26,7 @@ from visionllm2.model.errors import is_integer
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import Processor
 
+from ._arguments import DIFFUSION_OPTIONS, SESSION_OPTIONS
 from ._decoding import run_decoders
 from ._loading import load_model
 from .errors import InvalidInputError, InvalidPromptError, VisionLLMError
@@ -205,8 +206,7 @@ class BatchPredictor:
         """Free answers: one left-padded batch decoded together (``model.generate``)."""
         options = dict(plans[0].options)
         seed = options.pop("seed", None)
-        for key in ("num_inference_steps", "guidance_scale", "image_guidance_scale", "height", "width", "scheduler",
-                    "pose_objects", "keypoint_names"):
+        for key in (*DIFFUSION_OPTIONS, *SESSION_OPTIONS):  # the decoders', not the LLM's
             options.pop(key, None)
         if seed is not None:
             options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
