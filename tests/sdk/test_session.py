@@ -27,19 +27,6 @@ from visionllm2.sdk import (
 )
 
 
-@pytest.fixture()
-def session() -> Session:
-    torch.manual_seed(0)
-    return Session.from_pretrained("tiny", max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()[::4, ::4]  # (128, 128, 3), a real photograph shipped with scikit-image
-
-
 def state(session: Session):
     return (len(session.turns), len(session.exchanges), sorted(session.images), session.current_image)
 

@@ -35,12 +35,6 @@ def test_the_stand_in_keeps_cudas_placement_rules():
         assert gpu[torch.tensor([0, 2])].tolist() == [1.0, 1.0]  # and host indices
 
 
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()[::4, ::4]  # (128, 128, 3), a real photograph shipped with scikit-image
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from transformers import TextStreamer
 
 from visionllm2.model import tokens as T
 from visionllm2.model.batch import collate
-from visionllm2.sdk import InvalidInputError, InvalidPromptError, Session
+from visionllm2.sdk import InvalidInputError, InvalidPromptError
 from visionllm2.sdk.batch import BatchPredictor
-
-
-@pytest.fixture()
-def session() -> Session:
-    torch.manual_seed(0)
-    return Session.from_pretrained("tiny", max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()[::4, ::4]
 
 
 class Recorder:
