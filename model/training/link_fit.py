@@ -6,7 +6,7 @@ official recipe trains it through the frozen denoiser: the diffusion loss, whose
 the noise itself, plus ``caption_loss_weight`` · MSE to the text encoder's embedding of the caption.
 On ``shapes`` that loop plateaus far from the embeddings it imitates (its nearest caption has the
 asked shape 0.80 of the time), and the pictures lose the shape the denoiser reads from its own
-text encoder (the model card has the figures).
+text encoder (the figures: `model/weights/shapes/TRAINING_NOTES.md`).
 
 Stage 3 freezes the LLM and its query tables, so the slot states a request hands the link depend
 on the conversation alone. ``TrainConfig.link_regression`` records them once for

@@ -32,7 +32,7 @@ def _missing_reason() -> str | None:
 
 
 # The shipped model's detector is below the accuracy the inspection and medical outcomes need on the
-# domain packs (model card: bbox AP50 0.84 on ShapesWorld; this release, its detector at a 256² input,
+# domain packs (training notes: bbox AP50 0.84 on ShapesWorld; the release whose detector first read a 256² input
 # finds 5 of 12 planted defects and 1 of 10 lesion areas within 15 %). Thin defects (scratches, cracks)
 # score under the 0.25 threshold or get boxes at IoU 0.2–0.5; lesions score near it. Those two tests run
 # and report XFAIL until a better-trained `shapes` model makes them pass (non-strict: a pass is reported
