@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,12 @@ def test_recipe_remote_sensing_example(tmp_path):
     assert "9 tiles;" in _run_recipe_example("remote_sensing", tmp_path)
     for name in ("mosaic.png", "mapped.png", "objects_pixels.geojson", "objects_map.geojson"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_many_pictures_batches_and_streams_on_the_shipped_model(tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / "many_pictures.py"), "--out", str(tmp_path), "--pictures", "5"],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "of 5 pictures: a box for the asked object" in result.stdout and "streamed: " in result.stdout
+    coco = json.loads((tmp_path / "detections.coco.json").read_text())
+    assert len(coco["images"]) == 5 and coco["categories"] and len(list(tmp_path.glob("scene*.png"))) == 5
