@@ -16,6 +16,7 @@ batch (decoders pad pictures to one size, so equal sizes keep the answers exact)
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,7 +48,9 @@ class BatchPredictor:
 
     Per-picture arguments take one value for every picture or a list with one per picture
     (``ground``'s expressions, ``segment``'s prompts, ``edit``'s instructions …). A bad picture or
-    argument raises a typed error naming its index before anything runs for its batch.
+    argument raises a typed error naming its index before anything runs for its batch. A batch that
+    runs out of device memory runs again at half the size, and ``batch_size`` stays halved (with a
+    ``RuntimeWarning``); the answers are the same.
     """
 
     def __init__(self, model: Any, batch_size: int = 8, processor: Processor | None = None,
@@ -125,9 +128,27 @@ class BatchPredictor:
         _count(images)
         turns: list[Turn] = []
         with self.session._lock:  # one batch at a time on this predictor's model
-            for start in range(0, len(images), self.batch_size):
-                turns += self._run_batch(images, range(start, min(start + self.batch_size, len(images))), verb)
+            while len(turns) < len(images):
+                start = len(turns)
+                try:
+                    turns += self._run_batch(images, range(start, min(start + self.batch_size, len(images))), verb)
+                except RuntimeError as error:  # the device ran out of memory: halve the batch, run it again
+                    if not self._smaller_batch(error):
+                        raise
         return turns
+
+    def _smaller_batch(self, error: RuntimeError) -> bool:
+        """After an out-of-memory error (accelerate's test): halve ``batch_size`` for this and later
+        batches and free the cache. False when it cannot shrink (or the error is another one)."""
+        from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
+
+        if self.batch_size == 1 or not should_reduce_batch_size(error):
+            return False
+        self.batch_size //= 2
+        clear_device_cache(garbage_collection=True)
+        warnings.warn(f"BatchPredictor: out of memory; batch_size is now {self.batch_size}", RuntimeWarning,
+                      stacklevel=4)
+        return True
 
     def _run_batch(self, images: Sequence[ImageLike | None], indices: range,
                    verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:

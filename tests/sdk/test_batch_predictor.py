@@ -167,3 +167,39 @@ def test_it_is_exported_lazily_and_loads_presets():
     assert "BatchPredictor" in sdk.__all__ and sdk.BatchPredictor is BatchPredictor
     predictor = BatchPredictor.from_pretrained("tiny", batch_size=3, device="cpu")
     assert predictor.batch_size == 3 and predictor.model.device.type == "cpu"
+
+
+def test_a_batch_that_runs_out_of_memory_runs_again_at_half_the_size(model, pictures, monkeypatch):
+    alone = BatchPredictor(model, batch_size=1).detect(["person"], images=pictures)
+    predictor = BatchPredictor(model, batch_size=8)
+    encode, sizes = predictor._encode, []
+
+    def short_of_memory(sessions):  # more than two pictures do not fit on this "device"
+        sizes.append(len(sessions))
+        if len(sessions) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(sessions)
+
+    monkeypatch.setattr(predictor, "_encode", short_of_memory)
+    with pytest.warns(RuntimeWarning) as caught:
+        turns = predictor.detect(["person"], images=pictures)
+    assert [str(w.message).rsplit(" ", 1)[-1] for w in caught] == ["4", "2"] and caught[0].filename == __file__
+    assert predictor.batch_size == 2 and sizes == [5, 4, 2, 2, 1]
+    for got, expected in zip(turns, alone):
+        assert_same_turn(got, expected)
+
+    def out_of_memory(sessions):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    def other_error(sessions):
+        raise RuntimeError("shape mismatch")
+
+    single = BatchPredictor(model, batch_size=1)
+    monkeypatch.setattr(single, "_encode", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):  # one picture that does not fit is the caller's to see
+        single.detect(["person"], images=pictures[:1])
+    other = BatchPredictor(model, batch_size=4)
+    monkeypatch.setattr(other, "_encode", other_error)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not retried
+        other.detect(["person"], images=pictures)
+    assert other.batch_size == 4
