@@ -27,31 +27,44 @@ from .results import Result
 def run_decoders(model: Any, link: dict[str, LinkStates], pictures: Sequence[Any], turn_index: int | Sequence[int],
                  timings: dict[str, float], options: dict[str, Any] | Sequence[dict[str, Any]], *, interactive: bool = False,
                  captions: list[str] | None = None, marks: Sequence[np.ndarray | None] | None = None,
-                 free: bool = False) -> tuple[list[list[Result]], set[str]]:
+                 free: bool = False) -> tuple[list[list[Result]], list[set[str]]]:
     """Run each decoder that has groups; results per batch row, in the order of ``link``.
 
     ``pictures[row]`` is the picture row ``row`` asked about; ``turn_index`` the turn each row's
     results belong to and ``options`` the verb's options (one for all rows, or one per row: a pose
     request's class count and keypoint names, a picture's seed); ``marks[row]`` a row's visual prompts
     (bool ``(G, h, w)``); ``captions`` one per diffusion group. In a free answer, groups a decoder
-    cannot use (a ``[POSE]`` answer without keypoint names …) are skipped and their routes returned;
-    in a verb's answer that cannot happen, so errors propagate.
+    cannot use (a ``[POSE]`` answer without keypoint names …) are skipped and their routes returned,
+    per row: the decoder then runs each row alone, so one row's unusable answer costs no other row
+    its results. In a verb's answer that cannot happen, so errors propagate.
     """
     turns = [turn_index] * len(pictures) if isinstance(turn_index, int) else list(turn_index)
     row_options = [options] * len(pictures) if isinstance(options, dict) else list(options)
     per_row: list[list[Result]] = [[] for _ in pictures]
-    unusable: set[str] = set()
+    unusable: list[set[str]] = [set() for _ in pictures]
     decoders = model.decoders()
     for name, states in link.items():
         start = time.perf_counter()
+        rows = sorted(set(states.sample_index.tolist()))
         try:
-            for row, results in run_decoder(decoders[name], states, pictures, turns, row_options, interactive,
-                                            captions, marks).items():
-                per_row[row] += results
+            answered = run_decoder(decoders[name], states, pictures, turns, row_options, interactive, captions, marks)
         except InvalidInputError:
             if not free:
                 raise
-            unusable.update(states.routes)
+            answered = {}
+            for row in rows if len(rows) > 1 else ():  # alone, as a session would have run it
+                alone = select_rows(states, [row])
+                mine = [captions[g] for g, r in enumerate(states.sample_index.tolist()) if r == row] if captions else None
+                try:
+                    answered[row] = run_decoder(decoders[name], alone, [pictures[row]], [turns[row]], [row_options[row]],
+                                                interactive, mine, None if marks is None else [marks[row]])[0]
+                except InvalidInputError:
+                    pass
+        for row in rows:
+            if row in answered:
+                per_row[row] += answered[row]
+            else:
+                unusable[row].update(states.routes[g] for g, r in enumerate(states.sample_index.tolist()) if r == row)
         timings[name] = time.perf_counter() - start
     return per_row, unusable
 

@@ -179,9 +179,9 @@ class BatchPredictor:
                                          interactive=first.interactive, captions=captions, marks=marks,
                                          free=not first.answer_given)
         turns = []
-        for session, plan, (ids, routes, text), results in zip(sessions, plans, answers, per_row):
+        for session, plan, (ids, routes, text), results, skipped in zip(sessions, plans, answers, per_row, unusable):
             plan.timings = {stage: seconds / size for stage, seconds in timings.items()}  # this turn's share
-            turns.append(session._commit(plan, ids, routes, text, results, unusable))
+            turns.append(session._commit(plan, ids, routes, text, results, skipped))
         return turns
 
     def _session_with(self, image: ImageLike | None, index: int) -> _Planner:

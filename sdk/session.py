@@ -301,7 +301,7 @@ class Session:
             per_row, unusable = run_decoders(self.model, link, [plan.picture], len(self.turns), plan.timings, plan.options,
                                              interactive=plan.interactive, captions=plan.labels, marks=marks,
                                              free=not plan.answer_given)
-            return self._commit(plan, answer_ids, routes, raw_text, per_row[0], unusable)
+            return self._commit(plan, answer_ids, routes, raw_text, per_row[0], unusable[0])
 
     def _plan(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
               answer: list[Segment] | None, generation: dict[str, Any], interactive: bool, needs: Sequence[str],

@@ -117,6 +117,28 @@ def test_a_free_answer_that_routes_is_decoded_like_a_sessions(model, pictures):
         assert_same_turn(turn, alone)
 
 
+def written(sequence_of_row: list[list[int]]):
+    """A logits processor: row r writes ``sequence_of_row[r]``, then ``</s>``."""
+    def script(step: int, logits: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(logits, -1e4)
+        for row, sequence in enumerate(sequence_of_row):
+            out[row, sequence[step] if step < len(sequence) else 2] = 0
+        return out
+    return script
+
+
+def test_one_rows_unusable_answer_costs_no_other_row_its_results(model, pictures):
+    """A [POSE] answer with one group (no keypoint names) cannot be decoded; its neighbour's can."""
+    pose = model.special_ids[T.POSE]
+    sequences = [[5, pose], [5, pose, 6, pose], [5, pose]]
+    turns = BatchPredictor(model, batch_size=3).ask("pose?", images=pictures[:3], logits_processor=written(sequences))
+    for row, turn in enumerate(turns):
+        alone = Session(model).ask("pose?", image=pictures[row], logits_processor=written(sequences[row:row + 1]))
+        assert turn.skipped_routes == alone.skipped_routes == ([T.POSE] if row != 1 else [])
+        assert_same_turn(turn, alone)
+    assert turns[1].poses is not None
+
+
 def test_generate_and_edit_give_each_picture_the_next_seed(tokenizer):
     from route_steps import tiny_config_with_denoisers
 
