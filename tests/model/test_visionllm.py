@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from forced_decoding import forced
 from torch import nn
 
 from visionllm2.model import tokens as T
@@ -81,18 +82,6 @@ def test_decoder_loss_reaches_llm_queries_region_encoder_and_bridge(tiny_config,
     assert model.emb_embeddings_pose.weight.grad is None  # no [POSE] group in this answer
 
 
-def scripted(scripts: list[list[int]]):
-    """A logits processor under which row r emits ``scripts[r][step]``, then ``</s>``."""
-
-    def force(step: int, logits: torch.Tensor) -> torch.Tensor:
-        forced = torch.full_like(logits, -1e4)
-        for row, script in enumerate(scripts):
-            forced[row, script[step] if step < len(script) else 2] = 0.0
-        return forced
-
-    return force
-
-
 def prompts(processor, image):
     with_image = processor.build([Message("user", [ImageSlot(0), "\nidentify the red circle"])], [image],
                                  add_generation_prompt=True)
@@ -110,7 +99,7 @@ def script(tokenizer, *parts):
 def test_generation_appends_exactly_the_route_queries(tiny_model, tokenizer, processor, rgb_image):
     scripts = [script(tokenizer, "red circle", T.DET, ", blue star", T.DET, "."), script(tokenizer, "here it is", T.GEN)]
     results = tiny_model.generate(collate(prompts(processor, rgb_image), tokenizer.pad_id, "left"), max_new_tokens=12,
-                                  logits_processor=scripted(scripts))
+                                  logits_processor=forced(scripts))
     det, gen = results
     assert det.routes == [T.DET, T.DET] and gen.routes == [T.GEN]
     det_run = det.token_ids[det.token_ids.index(tokenizer.token_id(T.DET)) + 1:][:5]
@@ -127,10 +116,10 @@ def test_batched_generation_equals_one_by_one_and_a_full_recompute(tiny_model, t
     scripts = [script(tokenizer, "red circle", T.DET, ", blue star", T.DET, "."), script(tokenizer, "ok", T.GEN)]
     chats = prompts(processor, rgb_image)
     together = tiny_model.generate(collate(chats, tokenizer.pad_id, "left"), max_new_tokens=12,
-                                   logits_processor=scripted(scripts))
+                                   logits_processor=forced(scripts))
     for chat, row_script, batched in zip(chats, scripts, together):
         alone = tiny_model.generate(collate([chat], tokenizer.pad_id, "left"), max_new_tokens=12,
-                                    logits_processor=scripted([row_script]))[0]
+                                    logits_processor=forced([row_script]))[0]
         assert alone.token_ids == batched.token_ids
         for a, b in zip(alone.groups, batched.groups):
             torch.testing.assert_close(a.states, b.states, atol=1e-4, rtol=1e-4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from forced_decoding import forced
 
 from visionllm2.model import tokens as T
 from visionllm2.sdk import (
@@ -97,43 +98,23 @@ def test_each_verb_batched_answers_as_one_fresh_session_per_picture(model, pictu
     assert set(turns[0].timings) >= {"encode", "prefill" if verb != "ask" else "generate"}
 
 
-def scripted(token_of_row: list[int]):
-    """A logits processor: row r writes one word, then ``token_of_row[r]`` (a route), then ``</s>``."""
-    def script(step: int, logits: torch.Tensor) -> torch.Tensor:
-        out = torch.full_like(logits, -1e4)
-        for row, token in enumerate(token_of_row):
-            out[row, 5 if step == 0 else token if step == 1 else 2] = 0
-        return out
-    return script
-
-
 def test_a_free_answer_that_routes_is_decoded_like_a_sessions(model, pictures):
     routes = [T.DET, T.SEG, T.DET, T.SEG]
     tokens = [model.special_ids[route] for route in routes]
-    turns = BatchPredictor(model, batch_size=4).ask("find it", images=pictures[:4], logits_processor=scripted(tokens))
+    turns = BatchPredictor(model, batch_size=4).ask("find it", images=pictures[:4], logits_processor=forced([[5, t] for t in tokens]))
     for row, turn in enumerate(turns):
-        alone = Session(model).ask("find it", image=pictures[row], logits_processor=scripted(tokens[row:row + 1]))
+        alone = Session(model).ask("find it", image=pictures[row], logits_processor=forced([[5, tokens[row]]]))
         assert turn.routes == [routes[row]] and turn.results
         assert_same_turn(turn, alone)
-
-
-def written(sequence_of_row: list[list[int]]):
-    """A logits processor: row r writes ``sequence_of_row[r]``, then ``</s>``."""
-    def script(step: int, logits: torch.Tensor) -> torch.Tensor:
-        out = torch.full_like(logits, -1e4)
-        for row, sequence in enumerate(sequence_of_row):
-            out[row, sequence[step] if step < len(sequence) else 2] = 0
-        return out
-    return script
 
 
 def test_one_rows_unusable_answer_costs_no_other_row_its_results(model, pictures):
     """A [POSE] answer with one group (no keypoint names) cannot be decoded; its neighbour's can."""
     pose = model.special_ids[T.POSE]
     sequences = [[5, pose], [5, pose, 6, pose], [5, pose]]
-    turns = BatchPredictor(model, batch_size=3).ask("pose?", images=pictures[:3], logits_processor=written(sequences))
+    turns = BatchPredictor(model, batch_size=3).ask("pose?", images=pictures[:3], logits_processor=forced(sequences))
     for row, turn in enumerate(turns):
-        alone = Session(model).ask("pose?", image=pictures[row], logits_processor=written(sequences[row:row + 1]))
+        alone = Session(model).ask("pose?", image=pictures[row], logits_processor=forced(sequences[row:row + 1]))
         assert turn.skipped_routes == alone.skipped_routes == ([T.POSE] if row != 1 else [])
         assert_same_turn(turn, alone)
     assert turns[1].poses is not None

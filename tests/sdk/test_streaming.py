@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from forced_decoding import forced
 from transformers import TextStreamer
 
 from visionllm2.model import tokens as T
@@ -28,13 +29,7 @@ class Recorder:
 
 def routing_then_words(model, words: int = 2):
     """A logits processor: ``words`` plain words, then ``[DET]``, then ``</s>``."""
-    det = model.special_ids[T.DET]
-
-    def script(step: int, logits: torch.Tensor) -> torch.Tensor:
-        out = torch.full_like(logits, -1e4)
-        out[:, 5 + step if step < words else det if step == words else 2] = 0
-        return out
-    return script
+    return forced([[5 + i for i in range(words)] + [model.special_ids[T.DET]]])
 
 
 def test_a_streamer_gets_the_prompt_then_the_answer_it_decodes_to(session, photo):
