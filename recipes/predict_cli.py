@@ -126,22 +126,21 @@ def _checked_names(text: str, what: str) -> Callable[[], None]:
     return check
 
 
-@predict_app.command("detect")
-def detect_command(source: Source, classes: Classes, out: Out = Path("predict_out"), model: Model = "shapes",
-                   device: Device = None, dtype: Dtype = None, batch_size: BatchSize = 8, min_score: MinScore = None) -> None:
-    """Boxes of every instance of the classes in each picture."""
-    names = _names(classes, ())
-    _predict("detect", source, out, model, device, dtype, batch_size, min_score,
-             lambda p, pictures: p.detect(names, images=pictures), names, _checked_names(classes, "--classes"))
+def _by_classes(task: str, doc: str) -> Callable[..., None]:
+    """The ``detect`` / ``segment`` command: the same options, the verb of the same name."""
+    def command(source: Source, classes: Classes, out: Out = Path("predict_out"), model: Model = "shapes",
+                device: Device = None, dtype: Dtype = None, batch_size: BatchSize = 8,
+                min_score: MinScore = None) -> None:
+        names = _names(classes, ())
+        _predict(task, source, out, model, device, dtype, batch_size, min_score,
+                 lambda p, pictures: getattr(p, task)(names, images=pictures), names,
+                 _checked_names(classes, "--classes"))
+    command.__doc__ = doc
+    return command
 
 
-@predict_app.command("segment")
-def segment_command(source: Source, classes: Classes, out: Out = Path("predict_out"), model: Model = "shapes",
-                    device: Device = None, dtype: Dtype = None, batch_size: BatchSize = 8, min_score: MinScore = None) -> None:
-    """Instance masks of the classes in each picture."""
-    names = _names(classes, ())
-    _predict("segment", source, out, model, device, dtype, batch_size, min_score,
-             lambda p, pictures: p.segment(names, images=pictures), names, _checked_names(classes, "--classes"))
+predict_app.command("detect")(_by_classes("detect", "Boxes of every instance of the classes in each picture."))
+predict_app.command("segment")(_by_classes("segment", "Instance masks of the classes in each picture."))
 
 
 @predict_app.command("ground")
