@@ -237,6 +237,51 @@ def run_batch(items: Sequence[T], work: Callable[[T], Any], sources: Sequence[st
     return results, failures
 
 
+def run_in_batches(session: Any, items: Sequence[tuple[str, Any]], prepare: Callable[[Any], Any],
+                   verb: Callable[[Any, list[Image.Image]], list[Turn]], batch_size: int = 8,
+                   picture_of: Callable[[Any], Image.Image] = lambda prepared: prepared,
+                   on_done: Callable[[str], None] | None = None) -> tuple[list[tuple[str, Any, Turn]], list[Failure]]:
+    """One-turn requests over many inputs, ``batch_size`` pictures per forward, each its own
+    conversation on ``session``'s model (:class:`~visionllm2.sdk.batch.BatchPredictor`).
+
+    Every ``(name, image)`` is first ``prepare``-d (read, windowed …; ``picture_of`` gives the
+    picture the model sees): an unreadable one is a :class:`Failure` of its own, not a lost batch.
+    Then ``verb(predictor, pictures)`` runs batch by batch; a batch the model refuses runs picture
+    by picture, so only the refused picture fails. Returns ``([(name, prepared, turn)], failures)``.
+    """
+    from visionllm2.sdk.batch import BatchPredictor  # torch: loaded when a recipe runs, not on import
+
+    predictor = BatchPredictor(session.model, check_count(batch_size, "batch_size"), session.processor,
+                               session.max_new_tokens)
+    prepared, failures = run_batch(items, lambda item: (item[0], prepare(item[1])), [name for name, _ in items])
+    for failure in failures if on_done is not None else ():
+        on_done(failure.source)
+    done: list[tuple[str, Any, Turn]] = []
+    for start in range(0, len(prepared), batch_size):
+        chunk = prepared[start:start + batch_size]
+        try:
+            turns = verb(predictor, [picture_of(p) for _, p in chunk])
+        except VisionLLMError:  # one picture the model refuses: run them one by one to tell which
+            turns, chunk = _one_by_one(predictor, verb, chunk, picture_of, failures)
+        for (name, value), turn in zip(chunk, turns):
+            done.append((name, value, turn))
+            if on_done is not None:
+                on_done(name)
+    return done, failures
+
+
+def _one_by_one(predictor: Any, verb: Callable, chunk: list[tuple[str, Any]], picture_of: Callable,
+                failures: list[Failure]) -> tuple[list[Turn], list[tuple[str, Any]]]:
+    turns, kept = [], []
+    for name, value in chunk:
+        try:
+            turns += verb(predictor, [picture_of(value)])
+            kept.append((name, value))
+        except VisionLLMError as error:
+            failures.append(Failure.of(name, error))
+    return turns, kept
+
+
 # --------------------------------------------------------------------------------------- outputs
 def relabel(result: Boxes | Masks, labels: Sequence[str], asked: Sequence[str]) -> Boxes | Masks:
     """``result`` with one new label per item (e.g. the class a box prompt came from)."""

@@ -32,11 +32,12 @@ from ._common import (
     Failure,
     RecipeModel,
     as_inputs,
+    check_count,
     check_fraction,
     check_names,
     fresh_session,
     open_image,
-    run_batch,
+    run_in_batches,
 )
 from .measure import area_mm2, as_pixel_size, check_window, equivalent_diameter, window_to_8bit
 
@@ -133,10 +134,14 @@ def check_inputs(structures: object, pixel_spacing: object, window: object = (0.
     return names, spacing, check_window(window)
 
 
-def _measure(session: Any, image: ImageLike, source: str, names: list[str], spacing: tuple[float, float],
-             window: tuple[float, float], min_score: float | None) -> MedicalItem:
-    picture, used = window_to_8bit(open_image(image), window)
-    turn = fresh_session(session).segment(names, image=picture)
+def _windowed(image: ImageLike, window: tuple[float, float]) -> tuple[Image.Image, tuple[float, float]]:
+    """The 8-bit picture the model is shown, and the window's values in the file's own units."""
+    return window_to_8bit(open_image(image), window)
+
+
+def _item(source: str, windowed: tuple[Image.Image, tuple[float, float]], turn: Turn, names: list[str],
+          spacing: tuple[float, float], min_score: float | None) -> MedicalItem:
+    picture, used = windowed
     masks = turn.masks if turn.masks is not None else Masks.empty(picture.size, asked=names, turn=turn.index)
     if min_score is not None:
         masks = masks.filter(min_score=min_score)
@@ -154,13 +159,14 @@ def measure_structure(session: Any, image: ImageLike, structures: Sequence[str],
                       vocabulary: Sequence[str] | None = VOCABULARY, source: str = "image0") -> MedicalItem:
     """One image; errors raise. See :func:`measure_structures` for the arguments."""
     names, spacing, window = check_inputs(structures, pixel_spacing, window, vocabulary, min_score)
-    return _measure(session, image, source, names, spacing, window, min_score)
+    windowed = _windowed(image, window)
+    return _item(source, windowed, fresh_session(session).segment(names, image=windowed[0]), names, spacing, min_score)
 
 
 def measure_structures(session: Any, images: ImageLike | Sequence[ImageLike], structures: Sequence[str],
                        pixel_spacing: float | tuple[float, float], *, window: tuple[float, float] = (0.5, 99.5),
                        min_score: float | None = None, vocabulary: Sequence[str] | None = VOCABULARY,
-                       on_done: Callable[[str], None] | None = None) -> MedicalReport:
+                       on_done: Callable[[str], None] | None = None, batch_size: int = 8) -> MedicalReport:
     """Segment and measure ``structures`` on each image.
 
     Args:
@@ -171,15 +177,19 @@ def measure_structures(session: Any, images: ImageLike | Sequence[ImageLike], st
         window: ``(low, high)`` percentiles for high-depth input.
         min_score: drop findings scored below this. vocabulary: allowed names (``None``: any).
         on_done: called with each image's name when it is done.
+        batch_size: images segmented together, each still its own conversation with the answer it
+            would get alone (:class:`~visionllm2.sdk.batch.BatchPredictor`).
     """
     names, spacing, window = check_inputs(structures, pixel_spacing, window, vocabulary, min_score)
-    inputs = as_inputs(images)
-    items, failures = run_batch(inputs, lambda item: _measure(session, item[1], item[0], names, spacing, window,
-                                                              min_score), [n for n, _ in inputs], on_done)
+    check_count(batch_size, "batch_size")
+    done, failures = run_in_batches(session, as_inputs(images), lambda image: _windowed(image, window),
+                                    lambda predictor, pictures: predictor.segment(names, images=pictures), batch_size,
+                                    picture_of=lambda windowed: windowed[0], on_done=on_done)
+    items = [_item(source, windowed, turn, names, spacing, min_score) for source, windowed, turn in done]
     return MedicalReport(structures=names, pixel_spacing=spacing, window_percentiles=window, items=items,
                          failures=failures)
 
 
 def display_image(image: ImageLike, window: tuple[float, float] = (0.5, 99.5)) -> Image.Image:
     """The 8-bit RGB picture the model is shown for ``image`` (for drawing the masks on)."""
-    return window_to_8bit(open_image(image), check_window(window))[0]
+    return _windowed(image, check_window(window))[0]

@@ -54,7 +54,7 @@ Verb = Callable[[Any, list[Any]], list[Any]]
 def _predict(task: str, source: str, out: Path, model: str, device: str | None, dtype: str | None, batch_size: int,
              min_score: float | None, verb: Verb, names: Sequence[str], checks: Callable[[], None] = lambda: None) -> None:
     """Check, load, run ``verb(predictor, pictures)`` batch by batch, write the files."""
-    from ._common import check_count, check_fraction, open_rgb, run_batch
+    from ._common import check_count, check_fraction, open_rgb, run_in_batches
 
     try:
         check_count(batch_size, "--batch-size")
@@ -64,36 +64,9 @@ def _predict(task: str, source: str, out: Path, model: str, device: str | None, 
         raise _stop(error, command="predict") from error
     inputs = _start(source, out, "predict")
     session = _session(model, device, dtype, "predict")
-    from visionllm2.sdk.batch import BatchPredictor
-
-    predictor = BatchPredictor(session.model, batch_size, session.processor)
-    # Decode every picture first: an unreadable one is a failure of its own, not a lost batch.
-    pictures, failures = run_batch(inputs, lambda item: (item[0], open_rgb(item[1])), [n for n, _ in inputs])
-    done: list[tuple[str, Any, Any]] = []  # (source, picture, turn)
-    with _progress(len(pictures), f"predict {task}") as advance:
-        for start in range(0, len(pictures), batch_size):
-            chunk = pictures[start:start + batch_size]
-            try:
-                turns = verb(predictor, [picture for _, picture in chunk])
-            except VisionLLMError:  # one picture the model refuses: run them one by one to tell which
-                turns, chunk = _one_by_one(predictor, verb, chunk, failures)
-            for (name, picture), turn in zip(chunk, turns):
-                done.append((name, picture, turn))
-                advance(name)
+    with _progress(len(inputs), f"predict {task}") as advance:
+        done, failures = run_in_batches(session, inputs, open_rgb, verb, batch_size, on_done=advance)
     _write(task, out, done, failures, names, min_score)
-
-
-def _one_by_one(predictor: Any, verb: Verb, chunk: list[tuple[str, Any]], failures: list[Any]) -> tuple[list, list]:
-    from ._common import Failure
-
-    turns, kept = [], []
-    for name, picture in chunk:
-        try:
-            turns += verb(predictor, [picture])
-            kept.append((name, picture))
-        except VisionLLMError as error:
-            failures.append(Failure.of(name, error))
-    return turns, kept
 
 
 def _write(task: str, out: Path, done: list[tuple[str, Any, Any]], failures: list[Any], names: Sequence[str],

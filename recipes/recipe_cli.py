@@ -284,15 +284,18 @@ def medical_command(
     dtype: Dtype = None,
     min_score: MinScore = None,
     any_class: AnyClass = False,
+    batch_size: Annotated[int, typer.Option(help="Images segmented together (the same answers, sooner).")] = 8,
 ) -> None:
     """Segment structures and lesions; areas (px, mm²), equivalent diameters, counts. Not a diagnosis."""
     from . import medical
+    from ._common import check_count
 
     vocabulary = None if any_class else medical.VOCABULARY
     try:
         names, spacing, percentiles = medical.check_inputs(
             _names(structures, medical.VOCABULARY), _size(pixel_spacing, "--pixel-spacing"),
             _floats(window, "--window", (2,)), vocabulary, min_score)
+        check_count(batch_size, "--batch-size")
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
@@ -300,7 +303,7 @@ def medical_command(
     with _progress(len(inputs), "medical") as done:
         report = medical.measure_structures(session, [image for _, image in inputs], names, spacing,
                                             window=percentiles, min_score=min_score, vocabulary=vocabulary,
-                                            on_done=done)
+                                            on_done=done, batch_size=batch_size)
     report.write(out)
     console.print(f"[yellow]{escape(report.disclaimer)}[/yellow]")
     shown = [(i.source, i.masks.annotate(medical.display_image(i.source, percentiles))) for i in report.items]

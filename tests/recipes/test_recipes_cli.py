@@ -80,9 +80,11 @@ def test_medical_prints_the_disclaimer_and_writes_its_report(scans_dir, tmp_path
     assert json.loads((out / "medical.json").read_text())["structures"] == ["lesion"]
 
 
-def test_medical_refuses_a_zero_spacing(scans_dir, tmp_path):
-    result = invoke("medical", str(scans_dir), "--pixel-spacing", "0", "--out", str(tmp_path / "out"))
-    assert result.exit_code == 2 and "pixel_spacing" in result.output
+@pytest.mark.parametrize("args, message", [(["--pixel-spacing", "0"], "pixel_spacing"),
+                                           (["--pixel-spacing", "0.7", "--batch-size", "0"], "--batch-size")])
+def test_medical_refuses_bad_options(scans_dir, tmp_path, args, message):
+    result = invoke("medical", str(scans_dir), *args, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and message in result.output
 
 
 def test_remote_sensing_writes_geojson_per_image(tmp_path):

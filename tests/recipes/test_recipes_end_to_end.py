@@ -205,11 +205,23 @@ def test_medical_windows_16_bit_scans_measures_and_carries_the_disclaimer(eager_
     assert medical.MedicalReport.model_validate_json(json_path.read_text()) == report
 
 
+def test_medical_scans_in_batches_measure_what_one_scan_at_a_time_measures(eager_session, scans_dir):
+    scans = [str(scans_dir / "slice16.png"), str(scans_dir / "zz_broken.png"), str(scans_dir / "slice8.png")] * 2
+    alone = medical.measure_structures(eager_session, scans, ["lesion"], 0.7, batch_size=1, min_score=0.0)
+    batched = medical.measure_structures(eager_session, scans, ["lesion"], 0.7, batch_size=3, min_score=0.0)
+    assert [i.source for i in batched.items] == [i.source for i in alone.items] and len(batched.items) == 4
+    assert [f.source for f in batched.failures] == [f.source for f in alone.failures] and len(batched.failures) == 2
+    for got, expected in zip(batched.items, alone.items):
+        assert [(f.label, f.area_px) for f in got.findings] == [(f.label, f.area_px) for f in expected.findings]
+        assert got.turn.text == expected.turn.text and got.window == expected.window
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"pixel_spacing": 0}, InvalidInputError, "pixel_spacing"),
     ({"structures": []}, InvalidPromptError, "at least one"),
     ({"structures": ["lung"]}, InvalidPromptError, "unknown"),
     ({"window": (99, 1)}, InvalidInputError, "window"),
+    ({"batch_size": 0}, InvalidInputError, "batch_size"),
 ])
 def test_medical_refuses_bad_input(eager_session, kwargs, error, match):
     arguments = {"structures": ["lesion"], "pixel_spacing": 0.7, **kwargs}
