@@ -15,6 +15,7 @@ batch (decoders pad pictures to one size, so equal sizes keep the answers exact)
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from visionllm2.model.errors import is_integer
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import Processor
 
-from ._arguments import DIFFUSION_OPTIONS, SESSION_OPTIONS
+from ._arguments import DIFFUSION_OPTIONS, SESSION_OPTIONS, example_pairs
 from ._decoding import run_decoders
 from ._loading import load_model
 from .errors import InvalidInputError, InvalidPromptError, VisionLLMError
@@ -81,14 +82,23 @@ class BatchPredictor:
         return self._run(images, lambda s, i: s.ground(each[i]))
 
     def segment(self, classes: Sequence[str] | Sequence[Sequence[str]] | None = None, images: Sequence[ImageLike] = (),
-                prompts: Sequence[Sequence[Any]] | None = None) -> list[Turn]:
-        """Instance masks of classes, or of the visual prompts marked on each picture
-        (``prompts[i]``: picture i's prompts, e.g. ``[Box(…), Point(…)]``)."""
+                prompts: Sequence[Sequence[Any]] | None = None,
+                examples: Sequence[tuple[ImageLike, Any]] | None = None) -> list[Turn]:
+        """Instance masks of classes, of the visual prompts marked on each picture (``prompts[i]``:
+        picture i's prompts, e.g. ``[Box(…), Point(…)]``), or of what ``examples`` mark on reference
+        pictures (``[(reference, prompt), …]``, the same for every picture; each reference is read
+        and encoded once for the whole call)."""
+        chosen = [what for what, given in (("classes", bool(classes)), ("prompts", prompts is not None),
+                                           ("examples", examples is not None)) if given]
+        if len(chosen) > 1:
+            raise InvalidPromptError(f"segment: pass one of classes, prompts or examples, got {' and '.join(chosen)}")
         if prompts is not None:
-            if classes:
-                raise InvalidPromptError("segment: pass classes or prompts, not both")
             marks = _per_picture(prompts, images, "prompts")
             return self._run(images, lambda s, i: s.segment(prompts=marks[i]))
+        if examples is not None:
+            _count(images)
+            references = self._references(example_pairs(examples))
+            return self._run(images, lambda s, i: s.segment(examples=_lend(s, references)))
         each = _each(classes, images, "classes", nested=True)
         return self._run(images, lambda s, i: s.segment(each[i]))
 
@@ -186,7 +196,8 @@ class BatchPredictor:
 
     def _session_with(self, image: ImageLike | None, index: int) -> _Planner:
         """A fresh one-turn session holding picture ``index`` (tiled, not yet encoded) as its current image."""
-        session = _Planner(self.model, self.processor, self.max_new_tokens, max_encoded_images=1)
+        # Room for the picture and every lent reference: none of them is evicted and encoded again.
+        session = _Planner(self.model, self.processor, self.max_new_tokens, max_encoded_images=64)
         if image is not None:
             try:
                 picture = load_image(image, self.model.config.vision.max_image_pixels)
@@ -198,14 +209,32 @@ class BatchPredictor:
 
     def _encode(self, sessions: Sequence[Session]) -> None:
         """Every picture's tiles through the vision tower and bridge in one forward."""
-        if not sessions:
+        self._encode_records([s.images[s.current_image] for s in sessions])
+
+    def _encode_records(self, records: Sequence[SessionImage]) -> None:
+        if not records:
             return
-        records = [s.images[s.current_image] for s in sessions]
         pixels = torch.cat([r.tiles.pixel_values for r in records]).to(self.model.device)
         with torch.no_grad():
             features = self.model.encode_images(pixels)[0]  # (ΣN, P, H)
         for record, part in zip(records, features.split([r.tiles.pixel_values.shape[0] for r in records])):
             record.features = part
+
+    def _references(self, pairs: list[tuple[Any, Any]]) -> list[tuple[SessionImage, Any]]:
+        """Example pictures read, tiled and encoded once, to be lent to every conversation of the call."""
+        records: dict[int, SessionImage] = {}
+        lent = []
+        for index, (image, prompt) in enumerate(pairs):
+            key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)  # one record per reference
+            if key not in records:
+                try:
+                    picture = load_image(image, self.model.config.vision.max_image_pixels)
+                except VisionLLMError as error:
+                    raise type(error)(f"examples[{index}]: {error}") from error
+                records[key] = SessionImage(f"reference{len(records) + 1}", picture, self.processor.process_image(picture))
+            lent.append((records[key], prompt))
+        self._encode_records(list(records.values()))
+        return lent
 
     def _prefill(self, plans: Sequence[PlannedTurn]):
         """The verbs' answers are known: one right-padded forward over every conversation."""
@@ -287,6 +316,19 @@ def _per_picture(value: Any, images: Any, what: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
         raise InvalidPromptError(f"{what}: expected a list with one entry per picture ({count}), got {value!r}")
     return list(value)
+
+
+def _lend(session: Session, references: list[tuple[SessionImage, Any]]) -> list[tuple[str, Any]]:
+    """The shared reference records put in ``session`` (after its own picture, as ``segment(examples=…)``
+    would add them); the example pairs by their ids there."""
+    pairs = []
+    for record, prompt in references:
+        image_id = next((i for i, r in session.images.items() if r is record), None)
+        if image_id is None:
+            image_id = f"image{len(session.images) + 1}"
+            session.images[image_id] = record
+        pairs.append((image_id, prompt))
+    return pairs
 
 
 def _seeded(options: dict[str, Any], seed: Any, index: int) -> dict[str, Any]:

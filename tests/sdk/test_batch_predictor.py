@@ -62,29 +62,35 @@ def assert_same_turn(batched: Turn, alone: Turn) -> None:
 
 VERBS = {
     "detect": (lambda p, images: p.detect(["person", "cup"], images=images),
-               lambda s, image, i: s.detect(["person", "cup"], image=image)),
+               lambda s, image, i, pictures: s.detect(["person", "cup"], image=image)),
     "detect, classes per picture": (
         lambda p, images: p.detect([["person"], ["cup", "saucer"], ["face"], ["cup"], ["person", "hat"]], images=images),
-        lambda s, image, i: s.detect([["person"], ["cup", "saucer"], ["face"], ["cup"], ["person", "hat"]][i], image=image)),
+        lambda s, image, i, pictures: s.detect([["person"], ["cup", "saucer"], ["face"], ["cup"], ["person", "hat"]][i], image=image)),
     "ground, an expression per picture": (
         lambda p, images: p.ground(["the person", "the cup", "the face", "the cup", "the helmet"], images=images),
-        lambda s, image, i: s.ground(["the person", "the cup", "the face", "the cup", "the helmet"][i], image=image)),
+        lambda s, image, i, pictures: s.ground(["the person", "the cup", "the face", "the cup", "the helmet"][i], image=image)),
     "segment classes": (lambda p, images: p.segment(["person"], images=images),
-                        lambda s, image, i: s.segment(["person"], image=image)),
+                        lambda s, image, i, pictures: s.segment(["person"], image=image)),
     "segment visual prompts": (
         lambda p, images: p.segment(images=images, prompts=[[Point(x=10 + 5 * i, y=40)] if i % 2 else
                                                             [Box(5, 5, 60, 70), Point(x=30, y=30)] for i in range(5)]),
-        lambda s, image, i: s.segment(prompts=[Point(x=10 + 5 * i, y=40)] if i % 2 else [Box(5, 5, 60, 70), Point(x=30, y=30)],
+        lambda s, image, i, pictures: s.segment(prompts=[Point(x=10 + 5 * i, y=40)] if i % 2 else [Box(5, 5, 60, 70), Point(x=30, y=30)],
                                       image=image)),
+    "segment by examples on other pictures": (
+        lambda p, images: p.segment(images=images, examples=[(images[0], Box(5, 5, 60, 70)), (images[1], Point(x=20, y=30)),
+                                                             (images[0], Point(x=90, y=90))]),
+        lambda s, image, i, pictures: s.segment(image=image, examples=[(pictures[0], Box(5, 5, 60, 70)),
+                                                                  (pictures[1], Point(x=20, y=30)),
+                                                                  (pictures[0], Point(x=90, y=90))])),
     "pose": (lambda p, images: p.pose(["person"], images=images, keypoints=["nose", "tail"]),
-             lambda s, image, i: s.pose(["person"], keypoints=["nose", "tail"], image=image)),
+             lambda s, image, i, pictures: s.pose(["person"], keypoints=["nose", "tail"], image=image)),
     "pose, classes and keypoints per picture": (
         lambda p, images: p.pose([["person"], ["dog"]] * 2 + [["cat"]], images=images,
                                  keypoints=[["nose", "tail"], ["nose", "left ear", "tail"]] * 2 + [["tail"]]),
-        lambda s, image, i: s.pose([["person"], ["dog"]][i % 2] if i < 4 else ["cat"], image=image,
+        lambda s, image, i, pictures: s.pose([["person"], ["dog"]][i % 2] if i < 4 else ["cat"], image=image,
                                    keypoints=[["nose", "tail"], ["nose", "left ear", "tail"]][i % 2] if i < 4 else ["tail"])),
     "ask": (lambda p, images: p.ask("what is in the picture?", images=images, max_new_tokens=6),
-            lambda s, image, i: s.ask("what is in the picture?", image=image, max_new_tokens=6)),
+            lambda s, image, i, pictures: s.ask("what is in the picture?", image=image, max_new_tokens=6)),
 }
 
 
@@ -94,7 +100,7 @@ def test_each_verb_batched_answers_as_one_fresh_session_per_picture(model, pictu
     turns = batched_call(BatchPredictor(model, batch_size=3), pictures)  # the first batch holds two 128² pictures
     assert len(turns) == len(pictures)
     for i, (turn, picture) in enumerate(zip(turns, pictures)):
-        assert_same_turn(turn, alone_call(Session(model, max_new_tokens=8), picture, i))
+        assert_same_turn(turn, alone_call(Session(model, max_new_tokens=8), picture, i, pictures))
     assert set(turns[0].timings) >= {"encode", "prefill" if verb != "ask" else "generate"}
 
 
@@ -153,7 +159,7 @@ def test_bad_pictures_and_arguments_are_refused_with_the_index_and_typed_errors(
         predictor.ground(["the person", ""], images=pictures[:2])
     with pytest.raises(InvalidPromptError, match="one entry per picture"):
         predictor.segment(images=pictures[:2], prompts=[[Point(x=3, y=3)]])
-    with pytest.raises(InvalidPromptError, match="not both"):
+    with pytest.raises(InvalidPromptError, match="one of classes, prompts or examples, got classes and prompts"):
         predictor.segment(["person"], images=pictures[:2], prompts=[[Point(x=3, y=3)]] * 2)
     with pytest.raises(CapabilityError, match="picture 0"):
         predictor.generate(["a red circle"])  # the tiny preset carries no denoisers
@@ -206,3 +212,18 @@ def test_a_batch_that_runs_out_of_memory_runs_again_at_half_the_size(model, pict
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not retried
         other.detect(["person"], images=pictures)
     assert other.batch_size == 4
+
+
+def test_each_reference_picture_is_read_and_encoded_once_per_call(model, pictures, monkeypatch):
+    from visionllm2.model.images import load_image
+
+    predictor = BatchPredictor(model, batch_size=2)
+    tiles = [predictor.processor.process_image(load_image(p)).pixel_values.shape[0] for p in pictures]
+    encode, encoded = model.encode_images, []
+    monkeypatch.setattr(model, "encode_images", lambda pixels: encoded.append(pixels.shape[0]) or encode(pixels))
+    examples = [(pictures[3], Box(5, 5, 40, 40)), (pictures[3], Point(x=10, y=10)), (pictures[4], Point(x=20, y=20))]
+    turns = predictor.segment(images=pictures[:3], examples=examples)
+    assert [t.masks.labels for t in turns] == [["example1", "example2", "example3"]] * 3
+    assert sum(encoded) == sum(tiles[:3]) + tiles[3] + tiles[4]  # the three targets, and each reference once
+    with pytest.raises(InvalidImageError, match=r"examples\[1\]"):
+        predictor.segment(images=pictures[:1], examples=[examples[0], (b"not an image", Point(x=1, y=1))])
