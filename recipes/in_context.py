@@ -34,12 +34,12 @@ from ._common import (
     Failure,
     RecipeModel,
     as_inputs,
+    check_count,
     check_fraction,
     check_names,
     dedupe,
-    fresh_session,
     open_rgb,
-    run_batch,
+    run_in_batches,
 )
 
 MAX_EXAMPLES = 8  # each example brings its image into the prompt; more rarely help and soon overflow the context
@@ -121,10 +121,8 @@ def check_inputs(examples: object, label: object = "object", min_score: object =
     return pairs, marks, name
 
 
-def _find(session: Any, pairs: list[tuple[Image.Image, VisualPrompt]], target: ImageLike, source: str, label: str,
-          min_score: float | None, nms_iou: float) -> InContextItem:
-    picture = open_rgb(target)
-    turn = fresh_session(session).segment(examples=pairs, image=picture)
+def _item(source: str, picture: Image.Image, turn: Turn, label: str, min_score: float | None,
+          nms_iou: float) -> InContextItem:
     masks = turn.masks if turn.masks is not None else Masks.empty(picture.size, turn=turn.index)
     masks = masks.model_copy(update={"labels": [label] * len(masks), "asked": [label]})
     if min_score is not None:
@@ -134,7 +132,7 @@ def _find(session: Any, pairs: list[tuple[Image.Image, VisualPrompt]], target: I
 
 def in_context(session: Any, examples: Sequence[tuple[ImageLike, Any]], targets: ImageLike | Sequence[ImageLike], *,
                label: str = "object", min_score: float | None = None, nms_iou: float = 0.5,
-               on_done: Callable[[str], None] | None = None) -> InContextResult:
+               on_done: Callable[[str], None] | None = None, batch_size: int = 8) -> InContextResult:
     """Segment in each target what the examples mark.
 
     Args:
@@ -144,9 +142,13 @@ def in_context(session: Any, examples: Sequence[tuple[ImageLike, Any]], targets:
             listed in ``failures`` and the others are still processed; an unreadable reference raises.
         label: the name the found objects get; min_score: drop masks below it; nms_iou: de-duplication.
         on_done: called with each target's name when it is done.
+        batch_size: targets searched together, each still its own conversation with the answer it
+            would get alone; the references are encoded once (:class:`~visionllm2.sdk.batch.BatchPredictor`).
     """
     pairs, marks, name = check_inputs(examples, label, min_score, nms_iou)
-    inputs = as_inputs(targets)
-    items, failures = run_batch(inputs, lambda item: _find(session, pairs, item[1], item[0], name, min_score, nms_iou),
-                                [n for n, _ in inputs], on_done)
+    check_count(batch_size, "batch_size")
+    done, failures = run_in_batches(session, as_inputs(targets), open_rgb,
+                                    lambda predictor, pictures: predictor.segment(images=pictures, examples=pairs),
+                                    batch_size, on_done=on_done)
+    items = [_item(source, picture, turn, name, min_score, nms_iou) for source, picture, turn in done]
     return InContextResult(label=name, examples=marks, items=items, failures=failures)

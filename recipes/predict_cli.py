@@ -26,6 +26,7 @@ from rich.markup import escape
 from visionllm2.model.errors import VisionLLMError
 
 from .recipe_cli import (
+    BatchSize,
     Device,
     Dtype,
     MinScore,
@@ -43,7 +44,6 @@ from .recipe_cli import (
 
 predict_app = typer.Typer(name="predict", no_args_is_help=True, add_completion=False,
                           help="One task (detect, segment, ground, pose, ask) over many pictures, in batches.")
-BatchSize = Annotated[int, typer.Option(help="Pictures run together (each its own conversation; the same answers).")]
 Classes = Annotated[str, typer.Option(help="Comma-separated classes, e.g. 'car,bus'.")]
 #: what each task's result is drawn and exported from
 RESULT_OF = {"detect": "boxes", "segment": "masks", "ground": "boxes", "pose": "poses", "ask": None}

@@ -38,6 +38,8 @@ Dtype = Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (d
                                                 "GPUs without it, float32 on CPU).")]
 AnyClass = Annotated[bool, typer.Option("--any-class", help="Allow class names outside the domain's vocabulary.")]
 MinScore = Annotated[float | None, typer.Option(help="Drop results scored below this (0–1).")]
+BatchSize = Annotated[int, typer.Option(help="Pictures (or tiles) run together, each its own conversation: the same "
+                                             "answers, sooner.")]
 
 
 def _stop(error: Exception, code: int = 2, command: str = "recipe") -> typer.Exit:
@@ -190,21 +192,23 @@ def in_context_command(
     device: Device = None,
     dtype: Dtype = None,
     min_score: MinScore = None,
+    batch_size: BatchSize = 8,
 ) -> None:
     """Find and segment in the targets what the examples mark on reference images."""
     from . import in_context as ic
-    from ._common import open_rgb, write_json
+    from ._common import check_count, open_rgb, write_json
 
     examples = [_example(e) for e in example]
     try:
         _, marks, label = ic.check_inputs(examples, label, min_score)
+        check_count(batch_size, "--batch-size")
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
     session = _session(model, device, dtype)
     with _progress(len(inputs), "in-context") as done:
         result = ic.in_context(session, examples, [image for _, image in inputs], label=label, min_score=min_score,
-                               on_done=done)
+                               on_done=done, batch_size=batch_size)
     write_json(out / "in_context.json", result.model_dump(mode="json", exclude={"items"}))
     _finish(out, "in-context", [(i.source, i.annotate(open_rgb(i.source))) for i in result.items],
             [(i.source, i.masks) for i in result.items], [label], [(i.source, i.turns) for i in result.items],
@@ -284,7 +288,7 @@ def medical_command(
     dtype: Dtype = None,
     min_score: MinScore = None,
     any_class: AnyClass = False,
-    batch_size: Annotated[int, typer.Option(help="Images segmented together (the same answers, sooner).")] = 8,
+    batch_size: BatchSize = 8,
 ) -> None:
     """Segment structures and lesions; areas (px, mm²), equivalent diameters, counts. Not a diagnosis."""
     from . import medical
@@ -320,7 +324,7 @@ def remote_sensing_command(
     overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, pixels.")] = 64,
     geotransform: Annotated[str | None, typer.Option(help="GDAL geotransform 'x0,dx,rx,y0,ry,dy' for map "
                                                           "coordinates in the GeoJSON.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Tiles segmented together (the same answers, sooner).")] = 8,
+    batch_size: BatchSize = 8,
     out: Out = Path("recipe_out"),
     model: Model = "shapes",
     device: Device = None,

@@ -140,12 +140,13 @@ def test_in_context_takes_examples_on_reference_images(parts_dir, tmp_path):
     assert summary["label"] == "defect" and [e["source"] for e in summary["examples"]] == [str(reference)] * 2
 
 
-@pytest.mark.parametrize("example, message", [("ref.png", "REF_IMAGE@"), ("{ref}@1,2,3", "--example"),
-                                              ("{ref}@500,500", "inside")])
-def test_in_context_refuses_bad_examples(parts_dir, tmp_path, example, message):
+@pytest.mark.parametrize("example, more, message", [("ref.png", [], "REF_IMAGE@"), ("{ref}@1,2,3", [], "--example"),
+                                                    ("{ref}@500,500", [], "inside"),
+                                                    ("{ref}@1,2", ["--batch-size", "0"], "--batch-size")])
+def test_in_context_refuses_bad_options(parts_dir, tmp_path, example, more, message):
     reference = tmp_path / "ref.png"
     render_domain("industrial", 7).image.save(reference)
-    result = invoke("in-context", str(parts_dir), "--example", example.format(ref=reference), "--out",
+    result = invoke("in-context", str(parts_dir), "--example", example.format(ref=reference), *more, "--out",
                     str(tmp_path / "out"))
     assert result.exit_code == 2 and message in " ".join(result.output.split())
 
@@ -160,3 +161,4 @@ def test_each_recipe_command_takes_a_device_and_a_dtype(parts_dir, tmp_path):
     for command in ("detect-segment-edit", "in-context", "inspect", "medical", "remote-sensing"):
         help_text = runner.invoke(app, ["recipe", command, "--help"], env={"COLUMNS": "200"}).output
         assert "--device" in help_text and "--dtype" in help_text, command
+        assert ("--batch-size" in help_text) == (command in ("in-context", "medical", "remote-sensing")), command

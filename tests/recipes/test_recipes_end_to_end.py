@@ -103,6 +103,19 @@ def test_in_context_segments_targets_and_lists_unreadable_ones(eager_session, tm
     assert ic.InContextResult.model_validate_json(result.to_json()) == result
 
 
+def test_in_context_targets_in_batches_find_what_one_target_at_a_time_finds(eager_session, part):
+    reference = render_domain("industrial", 4).image
+    targets = [part, render_domain("industrial", 5).image, render_domain("industrial", 6).image]
+    examples = [(reference, Box(10, 10, 50, 40)), (reference, Point(x=90, y=90))]
+    alone = ic.in_context(eager_session, examples, targets, batch_size=1, nms_iou=1.0)
+    batched = ic.in_context(eager_session, examples, targets, batch_size=3, nms_iou=1.0)
+    for got, expected in zip(batched.items, alone.items, strict=True):
+        assert got.turn.text == expected.turn.text and got.masks.labels == expected.masks.labels
+        assert np.allclose(got.masks.boxes, expected.masks.boxes, atol=1e-2) and got.masks.area.tolist() == expected.masks.area.tolist()
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        ic.in_context(eager_session, examples, targets, batch_size=0)
+
+
 def test_in_context_dedupes_examples_that_find_the_same_thing():
     masks = np.zeros((3, 20, 20), bool)
     masks[0, 2:10, 2:10] = masks[1, 2:10, 3:10] = masks[2, 12:18, 12:18] = True
