@@ -5,12 +5,19 @@
     turns = predictor.ground(["the red circle", "the small square"], images=two_paths)   # one each
     turns = predictor.ask("How many shapes are there?", images=paths)
 
-Each picture is a fresh one-turn conversation: ``turns[i]`` is what ``Session(model).detect(classes,
-image=images[i])`` returns, up to the rounding of batched matrix products. A batch of ``batch_size``
-pictures is encoded by the vision tower in one forward; the LLM runs their conversations together
-(a verb's answer in one right-padded prefill, which causal attention never lets a token see;
-``ask`` decodes a left-padded batch, as exact); each decoder runs once per picture size in the
-batch (decoders pad pictures to one size, so equal sizes keep the answers exact).
+    sessions = [Session(predictor.model) for _ in paths]                # conversations that go on
+    found = predictor.detect(["red circle"], images=paths, sessions=sessions)
+    masks = predictor.segment(prompts=[t.boxes for t in found], sessions=sessions)   # turn 2 of each
+
+Without ``sessions``, each picture is a fresh one-turn conversation: ``turns[i]`` is what
+``Session(model).detect(classes, image=images[i])`` returns, up to the rounding of batched matrix
+products. With ``sessions``, the call is the next turn of each session, as calling the verb on it
+would be (``images`` then optional: each session's current picture). A batch of ``batch_size``
+conversations runs together: fresh pictures through the vision tower in one forward; the LLM over
+all conversations at once (a verb's answer in one right-padded prefill, which causal attention
+never lets a token see; ``ask`` decodes a left-padded batch, as exact); each decoder once per
+picture size in the batch (decoders pad pictures to one size, so equal sizes keep the answers
+exact). A failed batch leaves its sessions as they were; earlier batches of the call keep their turn.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 
 from visionllm2.model.batch import collate
-from visionllm2.model.errors import is_integer
+from visionllm2.model.errors import describe, is_integer
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import Processor
 
@@ -35,13 +43,8 @@ from .errors import InvalidInputError, InvalidPromptError, VisionLLMError
 from .results import Turn
 from .session import PlannedTurn, Session, SessionImage
 
-
-class _Planner(Session):
-    """A one-turn Session whose verbs return their :class:`PlannedTurn` instead of running it."""
-
-    def _turn(self, text, image, prompts, examples, answer, generation, interactive=False, needs=(), labels=None,
-              shows_image=True) -> PlannedTurn:  # type: ignore[override]
-        return self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
+#: a verb on one conversation: (session, index of the request, the picture it brings or None) → its plan
+Verb = Callable[[Session, int, Any], PlannedTurn]
 
 
 class BatchPredictor:
@@ -71,77 +74,92 @@ class BatchPredictor:
         return cls(load_model(path_or_preset, device, dtype, device_map, offload_folder), batch_size, **options)
 
     # ------------------------------------------------------------------ verbs
-    def detect(self, classes: Sequence[str] | Sequence[Sequence[str]], images: Sequence[ImageLike]) -> list[Turn]:
+    def detect(self, classes: Sequence[str] | Sequence[Sequence[str]], images: Sequence[ImageLike] | None = None, *,
+               sessions: Sequence[Session] | None = None) -> list[Turn]:
         """Boxes of every instance of each class, per picture (one class list, or one per picture)."""
-        each = _each(classes, images, "classes", nested=True)
-        return self._run(images, lambda s, i: s.detect(each[i]))
+        each = _each(classes, _count(images, sessions), "classes", nested=True)
+        return self._run(images, sessions, lambda s, i, image: s.detect(each[i], image=image))
 
-    def ground(self, expressions: str | Sequence[str], images: Sequence[ImageLike]) -> list[Turn]:
+    def ground(self, expressions: str | Sequence[str], images: Sequence[ImageLike] | None = None, *,
+               sessions: Sequence[Session] | None = None) -> list[Turn]:
         """The one box an expression names, per picture (one expression, or one per picture)."""
-        each = _each(expressions, images, "expressions")
-        return self._run(images, lambda s, i: s.ground(each[i]))
+        each = _each(expressions, _count(images, sessions), "expressions")
+        return self._run(images, sessions, lambda s, i, image: s.ground(each[i], image=image))
 
-    def segment(self, classes: Sequence[str] | Sequence[Sequence[str]] | None = None, images: Sequence[ImageLike] = (),
-                prompts: Sequence[Sequence[Any]] | None = None,
-                examples: Sequence[tuple[ImageLike, Any]] | None = None) -> list[Turn]:
+    def segment(self, classes: Sequence[str] | Sequence[Sequence[str]] | None = None,
+                images: Sequence[ImageLike] | None = None, prompts: Sequence[Sequence[Any]] | None = None,
+                examples: Sequence[tuple[ImageLike, Any]] | None = None, *,
+                sessions: Sequence[Session] | None = None) -> list[Turn]:
         """Instance masks of classes, of the visual prompts marked on each picture (``prompts[i]``:
-        picture i's prompts, e.g. ``[Box(…), Point(…)]``), or of what ``examples`` mark on reference
-        pictures (``[(reference, prompt), …]``, the same for every picture; each reference is read
-        and encoded once for the whole call)."""
+        picture i's prompts, e.g. ``[Box(…), Point(…)]`` or an earlier turn's ``boxes``), or of what
+        ``examples`` mark on reference pictures (``[(reference, prompt), …]``, the same for every
+        picture; for fresh conversations each reference is read and encoded once for the call)."""
+        count = _count(images, sessions)
         chosen = [what for what, given in (("classes", bool(classes)), ("prompts", prompts is not None),
                                            ("examples", examples is not None)) if given]
         if len(chosen) > 1:
             raise InvalidPromptError(f"segment: pass one of classes, prompts or examples, got {' and '.join(chosen)}")
         if prompts is not None:
-            marks = _per_picture(prompts, images, "prompts")
-            return self._run(images, lambda s, i: s.segment(prompts=marks[i]))
+            marks = _per_picture(prompts, count, "prompts")
+            return self._run(images, sessions, lambda s, i, image: s.segment(prompts=marks[i], image=image))
         if examples is not None:
-            _count(images)
-            references = self._references(example_pairs(examples))
-            return self._run(images, lambda s, i: s.segment(examples=_lend(s, references)))
-        each = _each(classes, images, "classes", nested=True)
-        return self._run(images, lambda s, i: s.segment(each[i]))
+            references = self._references(example_pairs(examples), encode=sessions is None)
+            return self._run(images, sessions, lambda s, i, image: s.segment(examples=_lend(s, references, sessions),
+                                                                            image=image))
+        each = _each(classes, count, "classes", nested=True)
+        return self._run(images, sessions, lambda s, i, image: s.segment(each[i], image=image))
 
-    def pose(self, classes: Sequence[str] | Sequence[Sequence[str]] = ("person",), images: Sequence[ImageLike] = (),
-             keypoints: Sequence[str] | Sequence[Sequence[str]] | None = None) -> list[Turn]:
+    def pose(self, classes: Sequence[str] | Sequence[Sequence[str]] = ("person",),
+             images: Sequence[ImageLike] | None = None, keypoints: Sequence[str] | Sequence[Sequence[str]] | None = None,
+             *, sessions: Sequence[Session] | None = None) -> list[Turn]:
         """Instances of the classes with named keypoints, per picture (as :meth:`Session.pose`); the
         classes and the keypoint names may be one list for all pictures or one per picture."""
-        each_class = _each(classes, images, "classes", nested=True)
-        each_keypoints = _each(keypoints, images, "keypoints", nested=True)
-        return self._run(images, lambda s, i: s.pose(each_class[i], each_keypoints[i]))
+        count = _count(images, sessions)
+        each_class = _each(classes, count, "classes", nested=True)
+        each_keypoints = _each(keypoints, count, "keypoints", nested=True)
+        return self._run(images, sessions, lambda s, i, image: s.pose(each_class[i], each_keypoints[i], image=image))
 
-    def ask(self, text: str | Sequence[str], images: Sequence[ImageLike], **generation: Any) -> list[Turn]:
+    def ask(self, text: str | Sequence[str], images: Sequence[ImageLike] | None = None, *,
+            sessions: Sequence[Session] | None = None, **generation: Any) -> list[Turn]:
         """A free answer per picture (one question, or one per picture); the model picks the routes.
         Greedy answers equal one-at-a-time ones; sampled ones draw from one generator for the batch."""
         if generation.get("streamer") is not None:
             raise InvalidInputError("streamer: a batch writes many answers at once; stream one with Session.stream")
-        each = _each(text, images, "text")
-        return self._run(images, lambda s, i: s.ask(each[i], **generation))
+        each = _each(text, _count(images, sessions), "text")
+        return self._run(images, sessions, lambda s, i, image: s.ask(each[i], image=image, **generation))
 
-    def generate(self, captions: Sequence[str], **options: Any) -> list[Turn]:
+    def generate(self, captions: Sequence[str], *, sessions: Sequence[Session] | None = None,
+                 **options: Any) -> list[Turn]:
         """An image per caption. ``seed=s`` gives caption i the seed ``s + i`` (what ``Session.generate``
         with that seed draws); other options as :meth:`Session.generate`."""
         if isinstance(captions, str) or not isinstance(captions, Sequence):
             raise InvalidPromptError(f"captions: expected a list of captions, got {captions!r}")
         seed = options.pop("seed", None)
-        return self._run([None] * len(captions), lambda s, i: s.generate(captions[i], **_seeded(options, seed, i)))
+        _count([None] * len(captions), sessions)
+        return self._run([None] * len(captions), sessions,
+                         lambda s, i, image: s.generate(captions[i], **_seeded(options, seed, i)))
 
-    def edit(self, instructions: str | Sequence[str], images: Sequence[ImageLike], **options: Any) -> list[Turn]:
+    def edit(self, instructions: str | Sequence[str], images: Sequence[ImageLike] | None = None, *,
+             sessions: Sequence[Session] | None = None, **options: Any) -> list[Turn]:
         """Each picture edited by its instruction (one for all, or one per picture); ``seed`` as
         :meth:`generate`."""
         seed = options.pop("seed", None)
-        each = _each(instructions, images, "instructions")
-        return self._run(images, lambda s, i: s.edit(each[i], **_seeded(options, seed, i)))
+        each = _each(instructions, _count(images, sessions), "instructions")
+        return self._run(images, sessions, lambda s, i, image: s.edit(each[i], image=image, **_seeded(options, seed, i)))
 
     # ------------------------------------------------------------------ running
-    def _run(self, images: Sequence[ImageLike | None], verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:
-        _count(images)
+    def _run(self, images: Sequence[ImageLike | None] | None, sessions: Sequence[Session] | None, verb: Verb) -> list[Turn]:
+        count = _count(images, sessions)
         turns: list[Turn] = []
-        with self.session._lock:  # one batch at a time on this predictor's model
-            while len(turns) < len(images):
+        with ExitStack() as held:
+            held.enter_context(self.session._lock)  # one batch at a time on this predictor's model
+            for session in sessions or ():  # and nobody else's turn on the sessions it continues
+                held.enter_context(session._lock)
+            while len(turns) < count:
                 start = len(turns)
+                chunk = range(start, min(start + self.batch_size, count))
                 try:
-                    turns += self._run_batch(images, range(start, min(start + self.batch_size, len(images))), verb)
+                    turns += self._run_batch(images, sessions, chunk, verb)
                 except RuntimeError as error:  # the device ran out of memory: halve the batch, run it again
                     if not self._smaller_batch(error):
                         raise
@@ -160,20 +178,25 @@ class BatchPredictor:
                       stacklevel=4)
         return True
 
-    def _run_batch(self, images: Sequence[ImageLike | None], indices: range,
-                   verb: Callable[[Session, int], PlannedTurn]) -> list[Turn]:
+    def _run_batch(self, images: Sequence[ImageLike | None] | None, given: Sequence[Session] | None, indices: range,
+                   verb: Verb) -> list[Turn]:
         start = time.perf_counter()
-        sessions = [self._session_with(images[i], i) for i in indices]
-        self._encode([s for s in sessions if s.current_image is not None])
-        encoded = time.perf_counter() - start
+        if given is None:  # fresh conversations, their pictures encoded together
+            sessions = [self._session_with(images[i], i) for i in indices]
+            self._encode([s for s in sessions if s.current_image is not None])
+            pictures = [None] * len(sessions)  # each session's current image
+        else:  # continued conversations: a new picture joins its session as the verb's own image would
+            sessions = [given[i] for i in indices]
+            pictures = [images[i] for i in indices] if images is not None else [None] * len(sessions)
         plans = []
-        for session, i in zip(sessions, indices):
+        for session, picture, i in zip(sessions, pictures, indices):
             try:
-                plans.append(verb(session, i))
+                with session._planning():
+                    plans.append(verb(session, i, picture))
             except VisionLLMError as error:
                 raise type(error)(f"picture {i}: {error}") from error
+        timings = {"encode": time.perf_counter() - start}
         size = len(plans)
-        timings = {"encode": encoded}
         if plans[0].answer_given:
             start = time.perf_counter()
             answers, link = self._prefill(plans)
@@ -185,19 +208,19 @@ class BatchPredictor:
         first = plans[0]
         captions = [label for plan in plans for label in (plan.labels or [])] if first.labels else None
         marks = [plan.marks for plan in plans] if first.marks is not None else None
-        per_row, unusable = run_decoders(self.model, link, [p.picture for p in plans], 0, timings, [p.options for p in plans],
-                                         interactive=first.interactive, captions=captions, marks=marks,
-                                         free=not first.answer_given)
+        per_row, unusable = run_decoders(self.model, link, [p.picture for p in plans], [len(s.turns) for s in sessions],
+                                         timings, [p.options for p in plans], interactive=first.interactive,
+                                         captions=captions, marks=marks, free=not first.answer_given)
         turns = []
         for session, plan, (ids, routes, text), results, skipped in zip(sessions, plans, answers, per_row, unusable):
             plan.timings = {stage: seconds / size for stage, seconds in timings.items()}  # this turn's share
             turns.append(session._commit(plan, ids, routes, text, results, skipped))
         return turns
 
-    def _session_with(self, image: ImageLike | None, index: int) -> _Planner:
+    def _session_with(self, image: ImageLike | None, index: int) -> Session:
         """A fresh one-turn session holding picture ``index`` (tiled, not yet encoded) as its current image."""
         # Room for the picture and every lent reference: none of them is evicted and encoded again.
-        session = _Planner(self.model, self.processor, self.max_new_tokens, max_encoded_images=64)
+        session = Session(self.model, self.processor, self.max_new_tokens, max_encoded_images=64)
         if image is not None:
             try:
                 picture = load_image(image, self.model.config.vision.max_image_pixels)
@@ -220,8 +243,8 @@ class BatchPredictor:
         for record, part in zip(records, features.split([r.tiles.pixel_values.shape[0] for r in records])):
             record.features = part
 
-    def _references(self, pairs: list[tuple[Any, Any]]) -> list[tuple[SessionImage, Any]]:
-        """Example pictures read, tiled and encoded once, to be lent to every conversation of the call."""
+    def _references(self, pairs: list[tuple[Any, Any]], encode: bool = True) -> list[tuple[SessionImage, Any]]:
+        """Example pictures read and tiled once (and encoded, to be lent to fresh conversations)."""
         records: dict[int, SessionImage] = {}
         lent = []
         for index, (image, prompt) in enumerate(pairs):
@@ -233,7 +256,8 @@ class BatchPredictor:
                     raise type(error)(f"examples[{index}]: {error}") from error
                 records[key] = SessionImage(f"reference{len(records) + 1}", picture, self.processor.process_image(picture))
             lent.append((records[key], prompt))
-        self._encode_records(list(records.values()))
+        if encode:
+            self._encode_records(list(records.values()))
         return lent
 
     def _prefill(self, plans: Sequence[PlannedTurn]):
@@ -242,6 +266,7 @@ class BatchPredictor:
         features = _features(plans)
         with torch.no_grad():
             embeds, groups = self.model.embed(batch, features)  # (B, T, H)
+            groups = [g for g in groups if g.position >= int(batch.answer_start[g.row])]  # this answer's, not history's
             positions = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(len(plans), -1)
             hidden = self.model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                           position_ids=positions).last_hidden_state
@@ -292,16 +317,25 @@ def merge_links(per_row: Sequence[dict[str, Any]], decoders: dict[str, Any]) -> 
     }
 
 
-def _count(images: Any) -> int:
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) or not len(images):
-        raise InvalidInputError(f"images: expected a non-empty list of pictures, got {type(images).__name__}")
-    return len(images)
+def _count(images: Any, sessions: Any = None) -> int:
+    """How many conversations a call runs: one per picture, or per session it continues."""
+    for what, value in (("images", images), ("sessions", sessions)):
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not len(value)):
+            kind = "pictures" if what == "images" else "Session objects"
+            raise InvalidInputError(f"{what}: expected a non-empty list of {kind}, got {describe(value)}")
+    if images is None and sessions is None:
+        raise InvalidInputError("images: expected a non-empty list of pictures, got none")
+    if sessions is not None:
+        if not all(isinstance(s, Session) for s in sessions) or len({id(s) for s in sessions}) != len(sessions):
+            raise InvalidInputError("sessions: expected Session objects, each at most once in a call")
+        if images is not None and len(images) != len(sessions):
+            raise InvalidInputError(f"images: expected one per session ({len(sessions)}), got {len(images)}")
+    return len(images) if images is not None else len(sessions)
 
 
-def _each(value: Any, images: Any, what: str, nested: bool = False) -> list[Any]:
+def _each(value: Any, count: int, what: str, nested: bool = False) -> list[Any]:
     """One argument per picture: ``value`` for every picture, or its entries when it holds one per
     picture (a list of strings for ``str`` arguments; a list of lists for ``nested`` ones)."""
-    count = _count(images)
     per_picture = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
                    and (not nested or not isinstance(value[0], str)))
     if not per_picture:
@@ -311,16 +345,19 @@ def _each(value: Any, images: Any, what: str, nested: bool = False) -> list[Any]
     return list(value)
 
 
-def _per_picture(value: Any, images: Any, what: str) -> list[Any]:
-    count = _count(images)
+def _per_picture(value: Any, count: int, what: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
         raise InvalidPromptError(f"{what}: expected a list with one entry per picture ({count}), got {value!r}")
     return list(value)
 
 
-def _lend(session: Session, references: list[tuple[SessionImage, Any]]) -> list[tuple[str, Any]]:
-    """The shared reference records put in ``session`` (after its own picture, as ``segment(examples=…)``
-    would add them); the example pairs by their ids there."""
+def _lend(session: Session, references: list[tuple[SessionImage, Any]],
+          continued: Sequence[Session] | None) -> list[tuple[Any, Any]]:
+    """Example pairs for ``session``. A fresh one borrows the call's encoded reference records (put
+    after its own picture, as ``segment(examples=…)`` would add them); a continued one gets the
+    pictures, which it stages like any verb's, so that a failed batch leaves it as it was."""
+    if continued is not None:
+        return [(record.picture, prompt) for record, prompt in references]
     pairs = []
     for record, prompt in references:
         image_id = next((i for i, r in session.images.items() if r is record), None)

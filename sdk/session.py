@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,7 @@ class Session:
         self._prefix_cache: tuple[tuple[int, ...], Any] = ((), None)
         self._pending_cache: tuple[tuple[int, ...], Any] = ((), None)
         self._cache_where: tuple[torch.device, torch.dtype] | None = None  # the model's device and dtype then
+        self._planning_only = False  # see _planning
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -289,6 +291,8 @@ class Session:
               needs: Sequence[str] = (), labels: list[str] | None = None, shows_image: bool = True) -> Turn:
         """One exchange. ``shows_image`` False (a caption → picture request): no picture is put in the
         question, not even the current one, and the current image stays current for the next verb."""
+        if self._planning_only:  # BatchPredictor holds the lock and runs the plan with others
+            return self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
         with self._lock:
             plan = self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
             if plan.answer_given:
@@ -302,6 +306,16 @@ class Session:
                                              interactive=plan.interactive, captions=plan.labels, marks=marks,
                                              free=not plan.answer_given)
             return self._commit(plan, answer_ids, routes, raw_text, per_row[0], unusable[0])
+
+    @contextmanager
+    def _planning(self) -> Iterator[None]:
+        """Inside, a verb returns its :class:`PlannedTurn` instead of running it: ``BatchPredictor``
+        runs the plans of many sessions together, then commits each turn to its session."""
+        self._planning_only = True
+        try:
+            yield
+        finally:
+            self._planning_only = False
 
     def _plan(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
               answer: list[Segment] | None, generation: dict[str, Any], interactive: bool, needs: Sequence[str],

@@ -40,8 +40,9 @@ def pictures() -> list[np.ndarray]:
     return [photo, coffee, photo[:, ::-1].copy(), coffee[::-1].copy(), photo[20:, :].copy()]
 
 
-def assert_same_turn(batched: Turn, alone: Turn) -> None:
-    assert batched.text == alone.text and batched.routes == alone.routes and batched.index == alone.index == 0
+def assert_same_turn(batched: Turn, alone: Turn, first_turn: bool = True) -> None:
+    assert batched.text == alone.text and batched.routes == alone.routes and batched.index == alone.index
+    assert batched.index == 0 or not first_turn
     assert batched.image_id == alone.image_id and [r.kind for r in batched.results] == [r.kind for r in alone.results]
     for got, expected in zip(batched.results, alone.results):
         assert got.image_size == expected.image_size and got.asked == expected.asked and len(got) == len(expected)
@@ -227,3 +228,45 @@ def test_each_reference_picture_is_read_and_encoded_once_per_call(model, picture
     assert sum(encoded) == sum(tiles[:3]) + tiles[3] + tiles[4]  # the three targets, and each reference once
     with pytest.raises(InvalidImageError, match=r"examples\[1\]"):
         predictor.segment(images=pictures[:1], examples=[examples[0], (b"not an image", Point(x=1, y=1))])
+
+
+def test_sessions_go_on_turn_after_turn_as_one_at_a_time(model, pictures):
+    """detect → segment the marks → a free question, batched over sessions, against each session alone."""
+    marks = [[Box(5, 5, 60, 70)], [Point(x=30, y=40), Box(10, 10, 50, 50)], [Point(x=60, y=60)]]
+    alone = [Session(model, max_new_tokens=8) for _ in range(3)]
+    together = [Session(model, max_new_tokens=8) for _ in range(3)]
+    predictor = BatchPredictor(model, batch_size=2)
+    steps = [
+        (lambda s, i: s.detect(["person", "cup"], image=pictures[i]),
+         lambda: predictor.detect(["person", "cup"], images=pictures[:3], sessions=together)),
+        (lambda s, i: s.segment(prompts=marks[i]), lambda: predictor.segment(prompts=marks, sessions=together)),
+        (lambda s, i: s.ask("and the colour?", max_new_tokens=6),
+         lambda: predictor.ask("and the colour?", sessions=together, max_new_tokens=6)),
+        (lambda s, i: s.ground("the person", image=pictures[3]),  # a new picture, mid-conversation
+         lambda: predictor.ground("the person", images=[pictures[3]] * 3, sessions=together)),
+    ]
+    for alone_step, batched_step in steps:
+        expected = [alone_step(s, i) for i, s in enumerate(alone)]
+        for got, want in zip(batched_step(), expected):
+            assert got.index == want.index and got.image_id == want.image_id
+            assert_same_turn(got, want, first_turn=False)
+    for got, want in zip(together, alone):  # the sessions themselves go on alike
+        assert got.history == want.history and sorted(got.images) == sorted(want.images)
+        assert got.current_image == want.current_image
+        assert_same_turn(got.ask("how many?", max_new_tokens=6), want.ask("how many?", max_new_tokens=6), first_turn=False)
+
+
+def test_a_failed_batch_leaves_the_sessions_it_continues_as_they_were(model, pictures):
+    sessions = [Session(model) for _ in range(2)]
+    predictor = BatchPredictor(model)
+    predictor.detect(["person"], images=pictures[:2], sessions=sessions)
+    before = [(len(s.turns), len(s.exchanges), sorted(s.images), s.current_image) for s in sessions]
+    with pytest.raises(InvalidPromptError, match="picture 1: .*expression"):
+        predictor.ground(["the person", " "], images=pictures[2:4], sessions=sessions)
+    with pytest.raises(InvalidInputError, match=r"one per session \(2\), got 1"):
+        predictor.detect(["person"], images=pictures[:1], sessions=sessions)
+    with pytest.raises(InvalidInputError, match="each at most once"):
+        predictor.detect(["person"], sessions=[sessions[0], sessions[0]])
+    with pytest.raises(InvalidInputError, match="Session objects"):
+        predictor.detect(["person"], sessions=[])
+    assert [(len(s.turns), len(s.exchanges), sorted(s.images), s.current_image) for s in sessions] == before
