@@ -238,16 +238,17 @@ def run_batch(items: Sequence[T], work: Callable[[T], Any], sources: Sequence[st
 
 
 def run_in_batches(session: Any, items: Sequence[tuple[str, Any]], prepare: Callable[[Any], Any],
-                   verb: Callable[[Any, list[Image.Image]], list[Turn]], batch_size: int = 8,
+                   verb: Callable[[Any, list[Image.Image]], list[Any]], batch_size: int = 8,
                    picture_of: Callable[[Any], Image.Image] = lambda prepared: prepared,
-                   on_done: Callable[[str], None] | None = None) -> tuple[list[tuple[str, Any, Turn]], list[Failure]]:
+                   on_done: Callable[[str], None] | None = None) -> tuple[list[tuple[str, Any, Any]], list[Failure]]:
     """One-turn requests over many inputs, ``batch_size`` pictures per forward, each its own
     conversation on ``session``'s model (:class:`~visionllm2.sdk.batch.BatchPredictor`).
 
     Every ``(name, image)`` is first ``prepare``-d (read, windowed …; ``picture_of`` gives the
     picture the model sees): an unreadable one is a :class:`Failure` of its own, not a lost batch.
-    Then ``verb(predictor, pictures)`` runs batch by batch; a batch the model refuses runs picture
-    by picture, so only the refused picture fails. Returns ``([(name, prepared, turn)], failures)``.
+    Then ``verb(predictor, pictures)`` runs batch by batch and gives one outcome per picture (its
+    turn, or the turns of a hand-off); a batch the model refuses runs picture by picture, so only the
+    refused picture fails. Returns ``([(name, prepared, outcome)], failures)``.
     """
     from visionllm2.sdk.batch import BatchPredictor  # torch: loaded when a recipe runs, not on import
 
@@ -256,7 +257,7 @@ def run_in_batches(session: Any, items: Sequence[tuple[str, Any]], prepare: Call
     prepared, failures = run_batch(items, lambda item: (item[0], prepare(item[1])), [name for name, _ in items])
     for failure in failures if on_done is not None else ():
         on_done(failure.source)
-    done: list[tuple[str, Any, Turn]] = []
+    done: list[tuple[str, Any, Any]] = []
     for start in range(0, len(prepared), batch_size):
         chunk = prepared[start:start + batch_size]
         try:
@@ -271,7 +272,7 @@ def run_in_batches(session: Any, items: Sequence[tuple[str, Any]], prepare: Call
 
 
 def _one_by_one(predictor: Any, verb: Callable, chunk: list[tuple[str, Any]], picture_of: Callable,
-                failures: list[Failure]) -> tuple[list[Turn], list[tuple[str, Any]]]:
+                failures: list[Failure]) -> tuple[list[Any], list[tuple[str, Any]]]:
     turns, kept = [], []
     for name, value in chunk:
         try:
@@ -361,8 +362,11 @@ def _json_default(value: object) -> Any:
 
 
 # --------------------------------------------------------------------------------------- turns
+Handoff = tuple[Turn, "Turn | None", Boxes, Masks]  # detect turn, segment turn (None: nothing found), boxes, masks
+
+
 def detect_then_segment(conversation: Any, classes: Sequence[str], picture: Image.Image, min_score: float | None,
-                        max_objects: int) -> tuple[Turn, Turn | None, Boxes, Masks]:
+                        max_objects: int) -> Handoff:
     """Two turns with a typed hand-off: ``detect(classes)``, then ``segment(prompts=boxes)`` with
     the detect turn's boxes (best ``max_objects``, scores ≥ ``min_score``) as the visual prompts.
 
@@ -370,14 +374,49 @@ def detect_then_segment(conversation: Any, classes: Sequence[str], picture: Imag
     per box, in the same order, labelled with the box's class.
     """
     detect = conversation.detect(list(classes), image=picture)
+    boxes = _prompt_boxes(detect, picture, classes, min_score, max_objects)
+    segment = conversation.segment(prompts=list(boxes)) if len(boxes) else None
+    return _handoff(detect, segment, boxes, picture, classes)
+
+
+def detect_then_segment_in_batches(session: Any, items: Sequence[tuple[str, Any]], classes: Sequence[str],
+                                   min_score: float | None, max_objects: int, batch_size: int = 8,
+                                   on_done: Callable[[str], None] | None = None
+                                   ) -> tuple[list[tuple[str, Image.Image, Handoff]], list[Failure]]:
+    """:func:`detect_then_segment` on many pictures, each in a conversation of its own on
+    ``session``'s model, ``batch_size`` conversations per forward (the same turns as one at a time;
+    unreadable pictures and refused ones fail alone, as in :func:`run_in_batches`)."""
+    classes = list(classes)
+
+    def both_turns(predictor: Any, pictures: list[Image.Image]) -> list[Handoff]:
+        conversations = [fresh_session(session) for _ in pictures]
+        detects = predictor.detect(classes, images=pictures, sessions=conversations)
+        chosen = [_prompt_boxes(d, p, classes, min_score, max_objects) for d, p in zip(detects, pictures)]
+        found = [i for i, boxes in enumerate(chosen) if len(boxes)]
+        segments: list[Turn | None] = [None] * len(pictures)
+        if found:  # the second turn only where the first found something, as one at a time
+            turns = predictor.segment(prompts=[list(chosen[i]) for i in found], sessions=[conversations[i] for i in found])
+            for i, turn in zip(found, turns):
+                segments[i] = turn
+        return [_handoff(d, s, b, p, classes) for d, s, b, p in zip(detects, segments, chosen, pictures)]
+
+    return run_in_batches(session, items, open_rgb, both_turns, batch_size, on_done=on_done)
+
+
+def _prompt_boxes(detect: Turn, picture: Image.Image, classes: Sequence[str], min_score: float | None,
+                  max_objects: int) -> Boxes:
+    """The detect turn's boxes that become visual prompts: scores ≥ ``min_score``, the best ``max_objects``."""
     boxes = detect.boxes if detect.boxes is not None else Boxes.empty(picture.size, asked=list(classes))
     if min_score is not None:
         boxes = boxes.filter(min_score=min_score)
     if len(boxes) > max_objects:
         boxes = boxes[np.sort(np.argsort(-boxes.scores, kind="stable")[:max_objects])]
-    if len(boxes) == 0:
+    return boxes
+
+
+def _handoff(detect: Turn, segment: Turn | None, boxes: Boxes, picture: Image.Image, classes: Sequence[str]) -> Handoff:
+    if segment is None:
         return detect, None, boxes, Masks.empty(picture.size, asked=list(classes), turn=detect.index)
-    segment = conversation.segment(prompts=list(boxes))
     return detect, segment, boxes, relabel(segment.masks, boxes.labels, classes)
 
 

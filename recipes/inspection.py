@@ -30,15 +30,16 @@ from visionllm2.sdk.results import Boxes, Masks, Turn
 
 from ._common import (
     Failure,
+    Handoff,
     RecipeModel,
     as_inputs,
     check_count,
     check_fraction,
     check_names,
     detect_then_segment,
+    detect_then_segment_in_batches,
     fresh_session,
     open_rgb,
-    run_batch,
 )
 from .measure import area_mm2, as_pixel_size
 
@@ -229,7 +230,13 @@ def inspect_part(session: Any, image: ImageLike, defects: Sequence[str], pixel_s
 
 def _inspect(session: Any, picture: Image.Image, source: str, names: list[str], size: tuple[float, float],
              thresholds: Thresholds, min_score: float | None, max_objects: int) -> PartResult:
-    detect, segment, boxes, masks = detect_then_segment(fresh_session(session), names, picture, min_score, max_objects)
+    handoff = detect_then_segment(fresh_session(session), names, picture, min_score, max_objects)
+    return _part(source, picture, handoff, size, thresholds)
+
+
+def _part(source: str, picture: Image.Image, handoff: Handoff, size: tuple[float, float],
+          thresholds: Thresholds) -> PartResult:
+    detect, segment, boxes, masks = handoff
     areas = masks.area.tolist()
     found = [Defect(label=label, score=float(score), xyxy=tuple(float(v) for v in box), area_px=int(area),
                     area_mm2=float(area_mm2(area, size)))
@@ -243,7 +250,7 @@ def inspect_parts(session: Any, parts: ImageLike | Sequence[ImageLike], defects:
                   pixel_size: float | tuple[float, float], thresholds: Thresholds | None = None, *,
                   min_score: float | None = None, max_objects: int = 50,
                   vocabulary: Sequence[str] | None = VOCABULARY,
-                  on_done: Callable[[str], None] | None = None) -> InspectionReport:
+                  on_done: Callable[[str], None] | None = None, batch_size: int = 8) -> InspectionReport:
     """Inspect a batch of parts.
 
     Args:
@@ -255,10 +262,12 @@ def inspect_parts(session: Any, parts: ImageLike | Sequence[ImageLike], defects:
         min_score: drop detections scored below this; max_objects: keep at most this many per part.
         vocabulary: allowed class names (``None``: any word).
         on_done: called with each part's name when it is done (progress bars).
+        batch_size: parts inspected together, each still its own conversation with the turns it
+            would get alone (:class:`~visionllm2.sdk.batch.BatchPredictor`).
     """
     names, size, limits = check_inputs(defects, pixel_size, thresholds, vocabulary, min_score, max_objects)
-    inputs = as_inputs(parts)
-    results, failures = run_batch(
-        inputs, lambda item: _inspect(session, open_rgb(item[1]), item[0], names, size, limits, min_score, max_objects),
-        [name for name, _ in inputs], on_done)
+    check_count(batch_size, "batch_size")
+    done, failures = detect_then_segment_in_batches(session, as_inputs(parts), names, min_score, max_objects,
+                                                    batch_size, on_done)
+    results = [_part(source, picture, handoff, size, limits) for source, picture, handoff in done]
     return InspectionReport(defects=names, pixel_size=size, thresholds=limits, parts=results, failures=failures)

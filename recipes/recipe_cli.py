@@ -243,10 +243,11 @@ def inspect_command(
     dtype: Dtype = None,
     min_score: MinScore = None,
     any_class: AnyClass = False,
+    batch_size: BatchSize = 8,
 ) -> None:
     """Inspect parts: defects, masks, areas in mm², pass/fail by thresholds; CSV and JSON reports."""
     from . import inspection
-    from ._common import open_rgb
+    from ._common import check_count, open_rgb
 
     counts = _limits(class_max_count or [], "--class-max-count", int)
     areas = _limits(class_max_area or [], "--class-max-area", float)
@@ -256,13 +257,15 @@ def inspect_command(
         names, size, thresholds = inspection.check_inputs(
             _names(defects, inspection.VOCABULARY), _size(pixel_size, "--pixel-size"),
             {"max_count": max_count, "max_area_mm2": max_area, "per_class": per_class}, vocabulary, min_score)
+        check_count(batch_size, "--batch-size")
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
     session = _session(model, device, dtype)
     with _progress(len(inputs), "inspection") as done:
         report = inspection.inspect_parts(session, [image for _, image in inputs], names, size, thresholds,
-                                          min_score=min_score, vocabulary=vocabulary, on_done=done)
+                                          min_score=min_score, vocabulary=vocabulary, on_done=done,
+                                          batch_size=batch_size)
     report.write(out)
     table = Table(title="inspection", show_header=True)
     for column in ("part", "verdict", "defects", "reasons"):

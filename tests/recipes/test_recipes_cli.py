@@ -51,6 +51,7 @@ def test_inspect_writes_reports_and_lists_the_broken_file(parts_dir, tmp_path):
     (["--pixel-size", "0.05", "--defects", "rust"], "unknown"),
     (["--pixel-size", "0.05", "--defects", ","], "at least one"),
     (["--pixel-size", "0.05", "--class-max-area", "dent"], "CLASS=NUMBER"),
+    (["--pixel-size", "0.05", "--batch-size", "0"], "--batch-size"),
 ])
 def test_inspect_refuses_bad_options(parts_dir, tmp_path, args, message):
     result = invoke("inspect", str(parts_dir), *args, "--out", str(tmp_path / "out"))
@@ -161,4 +162,4 @@ def test_each_recipe_command_takes_a_device_and_a_dtype(parts_dir, tmp_path):
     for command in ("detect-segment-edit", "in-context", "inspect", "medical", "remote-sensing"):
         help_text = runner.invoke(app, ["recipe", command, "--help"], env={"COLUMNS": "200"}).output
         assert "--device" in help_text and "--dtype" in help_text, command
-        assert ("--batch-size" in help_text) == (command in ("in-context", "medical", "remote-sensing")), command
+        assert ("--batch-size" in help_text) == (command != "detect-segment-edit"), command

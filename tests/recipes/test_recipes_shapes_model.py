@@ -72,6 +72,22 @@ def test_the_planted_defect_is_found_and_the_part_fails(shapes_session):
     assert len(clean.passed) >= len(FLAWLESS) - 2, [p.reasons for p in clean.parts]
 
 
+def test_parts_inspected_in_batches_get_the_turns_one_part_at_a_time_gets(shapes_session):
+    parts = [render_domain("industrial", seed).image for seed in ONE_DEFECT[:4] + FLAWLESS[:2]]
+    alone = inspect_parts(shapes_session, parts, list(DOMAINS["industrial"]), pixel_size=0.05, batch_size=1,
+                          min_score=0.1)
+    batched = inspect_parts(shapes_session, parts, list(DOMAINS["industrial"]), pixel_size=0.05, batch_size=4,
+                            min_score=0.1)
+    assert sum(p.segment is not None for p in alone.parts) >= 2  # the second turn ran, for some parts only
+    for got, expected in zip(batched.parts, alone.parts, strict=True):
+        assert got.detect.text == expected.detect.text and (got.segment is None) == (expected.segment is None)
+        assert [d.label for d in got.defects] == [d.label for d in expected.defects] and got.passed == expected.passed
+        assert np.allclose([d.xyxy for d in got.defects], [d.xyxy for d in expected.defects], atol=1e-2)
+        assert got.masks.area.tolist() == expected.masks.area.tolist()
+        if got.segment is not None:
+            assert got.segment.index == 1 and got.segment.text == expected.segment.text
+
+
 @below_target
 def test_the_lesion_area_is_within_15_percent_of_the_truth(shapes_session):
     spacing = 0.5
