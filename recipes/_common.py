@@ -386,21 +386,28 @@ def detect_then_segment_in_batches(session: Any, items: Sequence[tuple[str, Any]
     """:func:`detect_then_segment` on many pictures, each in a conversation of its own on
     ``session``'s model, ``batch_size`` conversations per forward (the same turns as one at a time;
     unreadable pictures and refused ones fail alone, as in :func:`run_in_batches`)."""
-    classes = list(classes)
-
     def both_turns(predictor: Any, pictures: list[Image.Image]) -> list[Handoff]:
-        conversations = [fresh_session(session) for _ in pictures]
-        detects = predictor.detect(classes, images=pictures, sessions=conversations)
-        chosen = [_prompt_boxes(d, p, classes, min_score, max_objects) for d, p in zip(detects, pictures)]
-        found = [i for i, boxes in enumerate(chosen) if len(boxes)]
-        segments: list[Turn | None] = [None] * len(pictures)
-        if found:  # the second turn only where the first found something, as one at a time
-            turns = predictor.segment(prompts=[list(chosen[i]) for i in found], sessions=[conversations[i] for i in found])
-            for i, turn in zip(found, turns):
-                segments[i] = turn
-        return [_handoff(d, s, b, p, classes) for d, s, b, p in zip(detects, segments, chosen, pictures)]
+        return detect_then_segment_batch(session, predictor, pictures, classes, min_score, max_objects)[1]
 
     return run_in_batches(session, items, open_rgb, both_turns, batch_size, on_done=on_done)
+
+
+def detect_then_segment_batch(session: Any, predictor: Any, pictures: list[Image.Image], classes: Sequence[str],
+                              min_score: float | None, max_objects: int) -> tuple[list[Any], list[Handoff]]:
+    """One batch of :func:`detect_then_segment` hand-offs through a ``BatchPredictor``: the fresh
+    conversations (to go on with) and each picture's hand-off. The segment turn runs only where the
+    detect turn found something, as one at a time."""
+    classes = list(classes)
+    conversations = [fresh_session(session) for _ in pictures]
+    detects = predictor.detect(classes, images=pictures, sessions=conversations)
+    chosen = [_prompt_boxes(d, p, classes, min_score, max_objects) for d, p in zip(detects, pictures)]
+    found = [i for i, boxes in enumerate(chosen) if len(boxes)]
+    segments: list[Turn | None] = [None] * len(pictures)
+    if found:
+        turns = predictor.segment(prompts=[list(chosen[i]) for i in found], sessions=[conversations[i] for i in found])
+        for i, turn in zip(found, turns):
+            segments[i] = turn
+    return conversations, [_handoff(d, s, b, p, classes) for d, s, b, p in zip(detects, segments, chosen, pictures)]
 
 
 def _prompt_boxes(detect: Turn, picture: Image.Image, classes: Sequence[str], min_score: float | None,

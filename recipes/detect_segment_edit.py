@@ -11,31 +11,37 @@ Three turns in a fresh conversation on the session's model, with typed hand-offs
 3. ``edit(instruction)`` on the same image → an edited picture, resized to the original and composited
    back only inside the union of the masks: every pixel outside it equals the original.
 
-A model without an edit decoder (a :class:`CapabilityError`) still gives detections and masks; the
+A model without an edit decoder still gives detections and masks; the
 edit is recorded as skipped with the reason, as it is when nothing was found.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from visionllm2.model import tokens as T
 from visionllm2.model.errors import describe
 from visionllm2.model.images import ImageLike
-from visionllm2.sdk.errors import CapabilityError, InvalidImageError, InvalidPromptError
+from visionllm2.sdk.errors import InvalidImageError, InvalidPromptError
 from visionllm2.sdk.results import Boxes, Images, Masks, Turn
 
 from ._common import (
+    Failure,
+    Handoff,
     RecipeModel,
+    as_inputs,
     check_count,
     check_fraction,
     check_names,
     detect_then_segment,
+    detect_then_segment_batch,
     fresh_session,
     open_rgb,
+    run_in_batches,
     side_by_side,
 )
 
@@ -134,19 +140,61 @@ def detect_segment_edit(session: Any, image: ImageLike, classes: Sequence[str], 
     names, instruction = check_inputs(classes, instruction, min_score, max_objects, edit_options)
     picture = open_rgb(image)
     conversation = fresh_session(session)
-    detect, segment, boxes, masks = detect_then_segment(conversation, names, picture, min_score, max_objects)
-    edit, skipped, pictures = None, None, [picture]
+    handoff = detect_then_segment(conversation, names, picture, min_score, max_objects)
+    edit, skipped = None, _why_no_edit(session, instruction, handoff, names)
+    if skipped is None:
+        edit = conversation.edit(instruction, **dict(edit_options or {}))  # the detect turn's image
+    return _result(names, instruction, picture, handoff, edit, skipped)
+
+
+def detect_segment_edit_many(session: Any, images: ImageLike | Sequence[ImageLike], classes: Sequence[str],
+                             instruction: str | None = None, *, min_score: float | None = None, max_objects: int = 20,
+                             edit_options: Mapping[str, Any] | None = None, batch_size: int = 8,
+                             on_done: Callable[[str], None] | None = None
+                             ) -> tuple[list[tuple[str, DetectSegmentEditResult]], list[Failure]]:
+    """:func:`detect_segment_edit` on many images (a path may be a folder or a glob), ``batch_size``
+    conversations per forward, each with the turns it would get alone (the same ``seed`` for every
+    image, as one call each). An unreadable image, or one the model refuses, is a failure of its own.
+    Returns ``([(name, result)], failures)``."""
+    names, instruction = check_inputs(classes, instruction, min_score, max_objects, edit_options)
+    check_count(batch_size, "batch_size")
+    options = dict(edit_options or {})
+
+    def three_turns(predictor: Any, pictures: list[Image.Image]) -> list[DetectSegmentEditResult]:
+        conversations, handoffs = detect_then_segment_batch(session, predictor, pictures, names, min_score, max_objects)
+        skipped = [_why_no_edit(session, instruction, handoff, names) for handoff in handoffs]
+        edits: list[Turn | None] = [None] * len(pictures)
+        chosen = [i for i, reason in enumerate(skipped) if reason is None]
+        if chosen:
+            seeds = [options["seed"]] * len(chosen) if "seed" in options else None
+            turns = predictor.edit(instruction, sessions=[conversations[i] for i in chosen],
+                                   **{**options, "seed": seeds} if seeds else options)
+            for i, turn in zip(chosen, turns):
+                edits[i] = turn
+        return [_result(names, instruction, picture, handoff, edit, reason)
+                for picture, handoff, edit, reason in zip(pictures, handoffs, edits, skipped)]
+
+    done, failures = run_in_batches(session, as_inputs(images), open_rgb, three_turns, batch_size, on_done=on_done)
+    return [(name, result) for name, _, result in done], failures
+
+
+def _why_no_edit(session: Any, instruction: str | None, handoff: Handoff, names: list[str]) -> str | None:
+    """Why the edit turn does not run (``None``: it runs)."""
     if instruction is None:
-        skipped = "no instruction given"
-    elif len(masks) == 0:
-        skipped = f"nothing to edit: no {', '.join(names)} found"
-    else:
-        try:
-            edit = conversation.edit(instruction, **dict(edit_options or {}))  # the detect turn's image
-        except CapabilityError as error:
-            skipped = f"this model cannot edit: {error}"
-        else:
-            pictures.append(composite_inside(picture, edit.images.images[0], masks.masks.any(axis=0)))
+        return "no instruction given"
+    if len(handoff[3]) == 0:
+        return f"nothing to edit: no {', '.join(names)} found"
+    if T.EDIT not in session.model.decoder_of_route:
+        return f"this model cannot edit: it has no {T.EDIT} decoder (loaded: {sorted(session.model.decoder_of_route)})"
+    return None
+
+
+def _result(names: list[str], instruction: str | None, picture: Image.Image, handoff: Handoff, edit: Turn | None,
+            skipped: str | None) -> DetectSegmentEditResult:
+    detect, segment, boxes, masks = handoff
+    pictures = [picture]
+    if edit is not None:
+        pictures.append(composite_inside(picture, edit.images.images[0], masks.masks.any(axis=0)))
     captions = ["before", *([f"after: {instruction}"] if len(pictures) > 1 else [])]
     return DetectSegmentEditResult(classes=names, instruction=instruction, detect=detect, segment=segment, edit=edit,
                                    boxes=boxes, masks=masks, pictures=Images(images=pictures, captions=captions),

@@ -141,22 +141,25 @@ def detect_segment_edit_command(
     max_objects: Annotated[int, typer.Option(help="Segment at most this many detections an image.")] = 20,
     steps: Annotated[int | None, typer.Option(help="Diffusion steps of the edit.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the edit.")] = None,
+    batch_size: BatchSize = 8,
 ) -> None:
     """Detect the classes, segment each detection, edit only inside the masks."""
     from . import detect_segment_edit as dse
-    from ._common import run_batch
+    from ._common import check_count
 
     options = {k: v for k, v in (("num_inference_steps", steps), ("seed", seed)) if v is not None}
     try:
         names, instruction = dse.check_inputs(_names(classes, ()), instruction, min_score, max_objects, options)
+        check_count(batch_size, "--batch-size")
     except VisionLLMError as error:
         raise _stop(error) from error
     inputs = _start(source, out)
     session = _session(model, device, dtype)
     with _progress(len(inputs), "detect → segment → edit") as done:
-        results, failures = run_batch(inputs, lambda item: (item[0], dse.detect_segment_edit(
-            session, item[1], names, instruction, min_score=min_score, max_objects=max_objects, edit_options=options)),
-            [n for n, _ in inputs], done)
+        results, failures = dse.detect_segment_edit_many(session, [image for _, image in inputs], names, instruction,
+                                                         min_score=min_score,
+                                                         max_objects=max_objects, edit_options=options,
+                                                         batch_size=batch_size, on_done=done)
     for k, (name, result) in enumerate(results):
         if result.after is not None:
             result.after.save(out / _picture_name(k, name, "_after"))

@@ -131,21 +131,20 @@ class BatchPredictor:
     def generate(self, captions: Sequence[str], *, sessions: Sequence[Session] | None = None,
                  **options: Any) -> list[Turn]:
         """An image per caption. ``seed=s`` gives caption i the seed ``s + i`` (what ``Session.generate``
-        with that seed draws); other options as :meth:`Session.generate`."""
+        with that seed draws), a list of seeds one each; other options as :meth:`Session.generate`."""
         if isinstance(captions, str) or not isinstance(captions, Sequence):
             raise InvalidPromptError(f"captions: expected a list of captions, got {captions!r}")
-        seed = options.pop("seed", None)
-        _count([None] * len(captions), sessions)
+        seeds = _seeds(options.pop("seed", None), _count([None] * len(captions), sessions))
         return self._run([None] * len(captions), sessions,
-                         lambda s, i, image: s.generate(captions[i], **_seeded(options, seed, i)))
+                         lambda s, i, image: s.generate(captions[i], **_with_seed(options, seeds[i])))
 
     def edit(self, instructions: str | Sequence[str], images: Sequence[ImageLike] | None = None, *,
              sessions: Sequence[Session] | None = None, **options: Any) -> list[Turn]:
         """Each picture edited by its instruction (one for all, or one per picture); ``seed`` as
         :meth:`generate`."""
-        seed = options.pop("seed", None)
-        each = _each(instructions, _count(images, sessions), "instructions")
-        return self._run(images, sessions, lambda s, i, image: s.edit(each[i], image=image, **_seeded(options, seed, i)))
+        count = _count(images, sessions)
+        each, seeds = _each(instructions, count, "instructions"), _seeds(options.pop("seed", None), count)
+        return self._run(images, sessions, lambda s, i, image: s.edit(each[i], image=image, **_with_seed(options, seeds[i])))
 
     # ------------------------------------------------------------------ running
     def _run(self, images: Sequence[ImageLike | None] | None, sessions: Sequence[Session] | None, verb: Verb) -> list[Turn]:
@@ -368,12 +367,21 @@ def _lend(session: Session, references: list[tuple[SessionImage, Any]],
     return pairs
 
 
-def _seeded(options: dict[str, Any], seed: Any, index: int) -> dict[str, Any]:
+def _seeds(seed: Any, count: int) -> list[Any]:
+    """Each picture's seed: ``seed + i`` for one int, its own from a list of ``count``, or None."""
     if seed is None:
-        return dict(options)
+        return [None] * count
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        if len(seed) != count:
+            raise InvalidInputError(f"seed: expected one int, or one per picture ({count}), got {len(seed)}")
+        return list(seed)  # each checked by the verb like any seed
     if not is_integer(seed) or seed < 0:
         raise InvalidInputError(f"seed: expected an integer ≥ 0, got {seed!r}")
-    return {**options, "seed": int(seed) + index}
+    return [int(seed) + i for i in range(count)]
+
+
+def _with_seed(options: dict[str, Any], seed: Any) -> dict[str, Any]:
+    return dict(options) if seed is None else {**options, "seed": seed}
 
 
 __all__ = ["BatchPredictor"]

@@ -53,6 +53,22 @@ def test_detect_segment_edit_hands_boxes_to_segment_and_edits_only_inside_the_ma
     assert dse.DetectSegmentEditResult.model_validate_json(result.to_json()) == result
 
 
+def test_detect_segment_edit_on_many_images_gives_each_the_turns_it_gets_alone(edit_session, part, tmp_path):
+    images = [part, render_domain("industrial", 5).image, render_domain("industrial", 6).image]
+    broken = tmp_path / "broken.png"
+    broken.write_text("nope")
+    results, failures = dse.detect_segment_edit_many(edit_session, [images[0], broken, images[1], images[2]],
+                                                     ["scratch", "dent"], "make it red", edit_options=FAST_EDIT,
+                                                     batch_size=2)
+    assert [f.source for f in failures] == [str(broken)] and len(results) == 3 and edit_session.turns == []
+    for (_, got), image in zip(results, images):
+        alone = dse.detect_segment_edit(edit_session, image, ["scratch", "dent"], "make it red", edit_options=FAST_EDIT)
+        assert [t.text for t in got.turns] == [t.text for t in alone.turns] and got.edit_skipped == alone.edit_skipped
+        assert got.masks.area.tolist() == alone.masks.area.tolist()
+        assert got.edit.images.seeds == alone.edit.images.seeds  # the same seed for every image, as one call each
+        assert np.abs(np.asarray(got.after, float) - np.asarray(alone.after, float)).max() <= 1
+
+
 def test_without_an_edit_decoder_the_edit_is_skipped_with_the_reason(eager_session, part):
     result = dse.detect_segment_edit(eager_session, part, ["hole"], "make it red")
     assert result.edit is None and result.after is None and "cannot edit" in result.edit_skipped
