@@ -8,7 +8,8 @@ largest box-corner difference in pixels, and how many texts differ). On CUDA it 
 batch size's peak memory.
 
 Run: ``python bench/batch_throughput.py [--model shapes] [--device cuda] [--dtype bfloat16]
-[--pictures 32] [--batch-sizes 1,4,8,16] [--verbs detect,ask]``. The ratios are within one run.
+[--pictures 32] [--batch-sizes 1,4,8,16] [--verbs detect,ask] [--recipes 16]``. ``--recipes N`` also
+times each recipe over N generated domain pictures at each batch size. The ratios are within one run.
 """
 
 from __future__ import annotations
@@ -96,6 +97,45 @@ def measure(model, verb: str, count: int, sizes: list[int], cuda: bool) -> list[
     return rows
 
 
+def recipe_runs(session: Session, count: int) -> dict[str, Callable[[int], object]]:
+    """Each recipe over ``count`` generated domain pictures (a folder's worth) at a given batch size."""
+    from visionllm2.model.data.domains import render_domain
+    from visionllm2.recipes.detect_segment_edit import detect_segment_edit_many
+    from visionllm2.recipes.in_context import in_context
+    from visionllm2.recipes.inspection import inspect_parts
+    from visionllm2.recipes.medical import measure_structures
+    from visionllm2.recipes.remote_sensing import map_objects
+    from visionllm2.sdk import Box
+
+    parts = [render_domain("industrial", 2 * i + 1).image for i in range(count)]
+    scans = [render_domain("medical", 2 * i + 1).image for i in range(count)]
+    city = render_domain("remote_sensing", 1, size=64 * (count + 1)).image  # (count + 1)² tiles of 128 / 64
+    return {
+        "inspection (detect → segment)": lambda b: inspect_parts(session, parts, ["scratch", "dent"], 0.05, batch_size=b),
+        "medical": lambda b: measure_structures(session, scans, ["lesion", "liver"], 0.7, batch_size=b),
+        "in-context (2 examples)": lambda b: in_context(session, [(parts[0], Box(10, 10, 60, 60)),
+                                                                  (parts[1], Box(20, 20, 80, 70))], parts, batch_size=b),
+        "remote sensing (tiles)": lambda b: map_objects(session, city, ["building"], tile_size=128, overlap=64,
+                                                        batch_size=b),
+        "detect → segment → edit": lambda b: detect_segment_edit_many(
+            session, parts, ["scratch", "dent"], "make it red", edit_options={"seed": 0, "num_inference_steps": 10},
+            batch_size=b),
+    }
+
+
+def measure_recipes(session: Session, count: int, sizes: list[int]) -> list[list[str]]:
+    rows = []
+    for name, run in recipe_runs(session, count).items():
+        run(1)  # warm up
+        seconds = {}
+        for size in [1, *sizes]:
+            start = time.perf_counter()
+            run(size)
+            seconds[size] = time.perf_counter() - start
+        rows.append([name, f"{seconds[1]:.1f}", *[f"×{seconds[1] / seconds[size]:.2f}" for size in sizes]])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes")
@@ -104,6 +144,8 @@ def main() -> None:
     parser.add_argument("--pictures", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,4,8,16")
     parser.add_argument("--verbs", default=",".join(VERBS))
+    parser.add_argument("--recipes", type=int, default=0, metavar="N",
+                        help="also time each recipe over N generated pictures at the batch sizes")
     args = parser.parse_args()
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     verbs = [v for v in args.verbs.split(",") if v]
@@ -122,6 +164,13 @@ def main() -> None:
         for row in measure(model, verb, args.pictures, sizes, cuda):
             table.add_row(*row)
     Console(width=200).print(table)
+    if args.recipes:
+        recipes = Table(title=f"recipes over {args.recipes} pictures: seconds one at a time, and speed-up per batch size")
+        for column in ("recipe", "batch 1 (s)", *[f"batch {size}" for size in sizes]):
+            recipes.add_column(column)
+        for row in measure_recipes(Session(model), args.recipes, sizes):
+            recipes.add_row(*row)
+        Console(width=200).print(recipes)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,12 @@ def test_batch_throughput_prints_each_verb_one_at_a_time_and_batched_with_equal_
                                                    for how in ("one at a time", "batch 1", "batch 3")]
     for row in rows:
         assert float(row[2]) > 0 and (row[1] == "one at a time" or row[4] == "0.0000 px, 0 texts differ"), row
+
+
+def test_batch_throughput_times_each_recipe_at_each_batch_size():
+    output = bench_output("batch_throughput.py", "--pictures", "2", "--batch-sizes", "2", "--verbs", "detect",
+                          "--recipes", "2")
+    rows = {row[0]: row[1:] for row in table_rows(output) if len(row) == 3}
+    assert list(rows) == ["inspection (detect → segment)", "medical", "in-context (2 examples)", "remote sensing (tiles)",
+                          "detect → segment → edit"]
+    assert all(float(seconds) > 0 and ratio.startswith("×") for seconds, ratio in rows.values())
