@@ -184,9 +184,10 @@ class BatchPredictor:
             sessions = [self._session_with(images[i], i) for i in indices]
             self._encode([s for s in sessions if s.current_image is not None])
             pictures = [None] * len(sessions)  # each session's current image
-        else:  # continued conversations: a new picture joins its session as the verb's own image would
+        else:  # continued conversations: a new picture is staged by its session, as the verb's own image would be
             sessions = [given[i] for i in indices]
-            pictures = [images[i] for i in indices] if images is not None else [None] * len(sessions)
+            pictures = [self._record(images[i], i) for i in indices] if images is not None else [None] * len(sessions)
+            self._encode_records([p for p in pictures if p is not None])
         plans = []
         for session, picture, i in zip(sessions, pictures, indices):
             try:
@@ -221,13 +222,19 @@ class BatchPredictor:
         # Room for the picture and every lent reference: none of them is evicted and encoded again.
         session = Session(self.model, self.processor, self.max_new_tokens, max_encoded_images=64)
         if image is not None:
-            try:
-                picture = load_image(image, self.model.config.vision.max_image_pixels)
-            except VisionLLMError as error:
-                raise type(error)(f"images[{index}]: {error}") from error
-            session.images["image1"] = SessionImage("image1", picture, self.processor.process_image(picture))
+            session.images["image1"] = self._record(image, index)
             session.current_image = "image1"
         return session
+
+    def _record(self, image: ImageLike | None, index: int, what: str = "images") -> SessionImage | None:
+        """Picture ``index`` read and tiled (not yet encoded); a bad one raises naming its index."""
+        if image is None:
+            return None
+        try:
+            picture = load_image(image, self.model.config.vision.max_image_pixels)
+        except VisionLLMError as error:
+            raise type(error)(f"{what}[{index}]: {error}") from error
+        return SessionImage("image1", picture, self.processor.process_image(picture))
 
     def _encode(self, sessions: Sequence[Session]) -> None:
         """Every picture's tiles through the vision tower and bridge in one forward."""
@@ -249,11 +256,8 @@ class BatchPredictor:
         for index, (image, prompt) in enumerate(pairs):
             key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)  # one record per reference
             if key not in records:
-                try:
-                    picture = load_image(image, self.model.config.vision.max_image_pixels)
-                except VisionLLMError as error:
-                    raise type(error)(f"examples[{index}]: {error}") from error
-                records[key] = SessionImage(f"reference{len(records) + 1}", picture, self.processor.process_image(picture))
+                records[key] = self._record(image, index, "examples")
+                records[key].image_id = f"reference{len(records)}"
             lent.append((records[key], prompt))
         if encode:
             self._encode_records(list(records.values()))

@@ -175,7 +175,8 @@ class Session:
             return self.current_image
         if isinstance(image, str) and image in self.images:
             return image
-        record = self._new_image(image)
+        # A SessionImage is a picture BatchPredictor already read and encoded, with others, for this turn.
+        record = image if isinstance(image, SessionImage) else self._new_image(image)
         record.image_id = f"image{len(self.images) + len(staged) + 1}"
         staged[record.image_id] = record
         return record.image_id
