@@ -37,11 +37,12 @@ from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import Processor
 
 from ._arguments import DIFFUSION_OPTIONS, SESSION_OPTIONS, example_pairs
+from ._conversation import PlannedTurn, SessionImage
 from ._decoding import run_decoders
 from ._loading import load_model
 from .errors import InvalidInputError, InvalidPromptError, VisionLLMError
 from .results import Turn
-from .session import PlannedTurn, Session, SessionImage
+from .session import Session
 
 #: a verb on one conversation: (session, index of the request, the picture it brings or None) → its plan
 Verb = Callable[[Session, int, Any], PlannedTurn]

@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +46,7 @@ from ._arguments import (
     example_pairs,
     relabel,
 )
+from ._conversation import Exchange, ImageRef, PlannedTurn, SessionImage
 from ._decoding import run_decoders
 from ._loading import load_model
 from .errors import (
@@ -60,54 +60,6 @@ from .results import Result, Turn
 
 if TYPE_CHECKING:
     from .streaming import TurnStream
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A session image in a stored message; becomes an ``ImageSlot`` when the conversation is built."""
-
-    image_id: str
-
-
-@dataclass
-class SessionImage:
-    """An image the session holds: the picture, its tiles, and (once encoded) its bridged features."""
-
-    image_id: str
-    picture: Any
-    tiles: Any
-    features: torch.Tensor | None = None
-
-
-@dataclass
-class Exchange:
-    """One stored turn: the user's segments, its visual prompts, and the answer's token ids."""
-
-    user: list[Segment | ImageRef]
-    regions: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (image id, bool mask H×W)
-    answer: tuple[int, ...] = ()
-
-
-@dataclass
-class PlannedTurn:
-    """A turn checked and built but not yet run (``Session._plan``): the conversation with it, its
-    features, and what reading the answer needs. ``answer_given``: a verb's (one prefill) or the
-    model's to generate."""
-
-    text: str
-    exchange: Exchange
-    staged: dict[str, SessionImage]
-    image_id: str | None
-    picture: Any
-    chat: Any
-    features: torch.Tensor | None
-    answer_given: bool
-    labels: list[str] | None
-    marks: np.ndarray | None
-    shows_image: bool
-    timings: dict[str, float]
-    options: dict[str, Any]
-    interactive: bool
 
 
 class Session:
