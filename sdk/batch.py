@@ -150,6 +150,8 @@ class BatchPredictor:
     # ------------------------------------------------------------------ running
     def _run(self, images: Sequence[ImageLike | None] | None, sessions: Sequence[Session] | None, verb: Verb) -> list[Turn]:
         count = _count(images, sessions)
+        if sessions is not None and any(session.model is not self.model for session in sessions):
+            raise InvalidInputError("sessions: expected sessions on this predictor's model (BatchPredictor(session.model))")
         turns: list[Turn] = []
         with ExitStack() as held:
             held.enter_context(self.session._lock)  # one batch at a time on this predictor's model

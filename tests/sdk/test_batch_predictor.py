@@ -269,4 +269,6 @@ def test_a_failed_batch_leaves_the_sessions_it_continues_as_they_were(model, pic
         predictor.detect(["person"], sessions=[sessions[0], sessions[0]])
     with pytest.raises(InvalidInputError, match="Session objects"):
         predictor.detect(["person"], sessions=[])
+    with pytest.raises(InvalidInputError, match="this predictor's model"):
+        predictor.detect(["person"], sessions=[Session.from_pretrained("tiny")])
     assert [(len(s.turns), len(s.exchanges), sorted(s.images), s.current_image) for s in sessions] == before
