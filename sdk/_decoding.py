@@ -8,7 +8,7 @@ link states of a batch carry each group's batch row (``sample_index``); results 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -87,9 +87,9 @@ def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns
             for row in sorted(set(prediction.sample_index)):
                 out[row] = adapters.image_results(_images_of_row(prediction, row), turns[row])
             return out
-        # Decoders pad the pictures of a batch to one size; same-size sub-batches answer exactly as
-        # one picture at a time would.
-        for rows, part in same_size_parts(states, pictures):
+        # Decoders pad the pictures of a batch to one size; sub-batches of one input size answer
+        # exactly as one picture at a time would.
+        for rows, part in same_size_parts(states, pictures, getattr(decoder, "input_size", None)):
             chosen = [pictures[r] for r in rows]
             if T.POSE in decoder.routes:
                 from visionllm2.model.decoders.pose_loss import PoseTarget
@@ -107,12 +107,16 @@ def run_decoder(decoder: Any, states: LinkStates, pictures: Sequence[Any], turns
     return out
 
 
-def same_size_parts(states: LinkStates, pictures: Sequence[Any]) -> list[tuple[list[int], LinkStates]]:
-    """The rows with groups, split by their picture's size: ``[(rows, their link states re-indexed 0…)]``."""
+def same_size_parts(states: LinkStates, pictures: Sequence[Any],
+                    input_size: Callable[[tuple[int, int]], Any] | None = None) -> list[tuple[list[int], LinkStates]]:
+    """The rows with groups, split by the size their picture enters the decoder at (``input_size``
+    of the picture's size; the picture's own size when the decoder does not say):
+    ``[(rows, their link states re-indexed 0…)]``."""
     rows = sorted(set(states.sample_index.tolist()))
     buckets: dict[Any, list[int]] = {}
     for row in rows:
-        buckets.setdefault(getattr(pictures[row], "size", None), []).append(row)
+        size = getattr(pictures[row], "size", None)
+        buckets.setdefault(input_size(size) if input_size is not None and size is not None else size, []).append(row)
     return [(members, select_rows(states, members)) for members in buckets.values()]
 
 

@@ -147,15 +147,23 @@ class DetectionDecoder(TaskDecoder):
             self.class_logit_bias = nn.Parameter(torch.tensor(float(config.class_logit_bias)))
 
     # ------------------------------------------------------------------ inputs
+    def input_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The ``(height, width)`` a picture of ``size`` (width, height) is resized to: its shorter side
+        ``image_min_size``, its longer at most ``image_max_size``. Pictures of one input size batch
+        with no padding between them, so their answers are the ones each gets alone."""
+        cfg = self.config
+        w, h = size
+        scale = min(cfg.image_min_size / min(w, h), cfg.image_max_size / max(w, h))
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
     def preprocess(self, images: Sequence[Any]) -> DetectorInputs:
-        """Resize (shorter side ``image_min_size``, longer ≤ ``image_max_size``), normalise, pad."""
+        """Resize to :meth:`input_size`, normalise, pad."""
         cfg = self.config
         tensors, resized, original = [], [], []
         for image in images:
             picture = load_image(image)
             w, h = picture.size
-            scale = min(cfg.image_min_size / min(w, h), cfg.image_max_size / max(w, h))
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            nh, nw = self.input_size((w, h))
             array = np.asarray(picture.resize((nw, nh), resample=2), dtype=np.float32) / 255.0  # bilinear
             tensor = torch.from_numpy(array).permute(2, 0, 1)
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

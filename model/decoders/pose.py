@@ -81,6 +81,7 @@ class PoseDecoder(TaskDecoder):
     routes = (T.POSE,)
     # Same resize (shorter side image_min_size, longer ≤ image_max_size), ImageNet normalisation and ×32 padding.
     preprocess = DetectionDecoder.preprocess
+    input_size = DetectionDecoder.input_size
 
     def __init__(self, config: PoseConfig, link_width: int) -> None:
         super().__init__()

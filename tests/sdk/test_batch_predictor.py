@@ -272,3 +272,25 @@ def test_a_failed_batch_leaves_the_sessions_it_continues_as_they_were(model, pic
     with pytest.raises(InvalidInputError, match="this predictor's model"):
         predictor.detect(["person"], sessions=[Session.from_pretrained("tiny")])
     assert [(len(s.turns), len(s.exchanges), sorted(s.images), s.current_image) for s in sessions] == before
+
+
+def test_pictures_of_one_shape_at_different_sizes_share_a_decoder_call(model, pictures, monkeypatch):
+    """The decoder resizes each picture to its input size; pictures that land on the same one batch exactly."""
+    from PIL import Image
+
+    photo = Image.fromarray(pictures[0])  # 128²
+    same_shape = [photo, photo.resize((192, 192)), photo.resize((96, 96)), Image.fromarray(pictures[1])]  # and a 150×100
+    gdino = model.decoders()["gdino"]
+    assert len({gdino.input_size(p.size) for p in same_shape[:3]}) == 1
+    forward, rows = type(gdino).forward, []
+
+    def counted(self, link, images=None, *args, **kwargs):
+        rows.append(len(images))
+        return forward(self, link, images, *args, **kwargs)
+
+    monkeypatch.setattr(type(gdino), "forward", counted)
+    turns = BatchPredictor(model, batch_size=4).detect(["person"], images=same_shape)
+    assert sorted(rows) == [1, 3]  # the three squares together, the 150×100 alone
+    rows.clear()
+    for turn, picture in zip(turns, same_shape):
+        assert_same_turn(turn, Session(model).detect(["person"], image=picture))
