@@ -49,7 +49,8 @@ Verb = Callable[[Session, int, Any], PlannedTurn]
 
 
 class BatchPredictor:
-    """One-turn requests over many pictures, ``batch_size`` at a time. See the module docstring.
+    """The Session's verbs over many pictures, ``batch_size`` conversations at a time: fresh ones,
+    or the next turn of each of ``sessions``. See the module docstring.
 
     Per-picture arguments take one value for every picture or a list with one per picture
     (``ground``'s expressions, ``segment``'s prompts, ``edit``'s instructions …). A bad picture or
