@@ -5,11 +5,12 @@
     visionllm2 predict ground photos/ --expression "the red car"
     visionllm2 predict pose photos/ --classes person
     visionllm2 predict ask photos/ --question "How many cars are there?"
+    visionllm2 predict edit photos/ --instruction "make the car red" --seed 0
 
 Each picture is its own one-turn conversation, ``--batch-size`` of them per forward
 (:class:`~visionllm2.sdk.batch.BatchPredictor`): the answer a fresh Session gives that picture
 alone. Output as the recipes write it: ``annotated/``, ``contact_sheet.png``, ``coco.json``,
-``transcript.json``; ``ask`` also writes ``answers.csv``. Options are checked before the model
+``transcript.json``; ``ask`` also writes ``answers.csv``, ``edit`` each ``NAME_edited.png``. Options are checked before the model
 loads. Unreadable pictures, and any the model refuses, are listed as failures and the rest complete.
 """
 
@@ -43,10 +44,10 @@ from .recipe_cli import (
 )
 
 predict_app = typer.Typer(name="predict", no_args_is_help=True, add_completion=False,
-                          help="One task (detect, segment, ground, pose, ask) over many pictures, in batches.")
+                          help="One task (detect, segment, ground, pose, ask, edit) over many pictures, in batches.")
 Classes = Annotated[str, typer.Option(help="Comma-separated classes, e.g. 'car,bus'.")]
 #: what each task's result is drawn and exported from
-RESULT_OF = {"detect": "boxes", "segment": "masks", "ground": "boxes", "pose": "poses", "ask": None}
+RESULT_OF = {"detect": "boxes", "segment": "masks", "ground": "boxes", "pose": "poses", "ask": None, "edit": "images"}
 
 Verb = Callable[[Any, list[Any]], list[Any]]
 
@@ -71,10 +72,17 @@ def _predict(task: str, source: str, out: Path, model: str, device: str | None, 
 
 def _write(task: str, out: Path, done: list[tuple[str, Any, Any]], failures: list[Any], names: Sequence[str],
            min_score: float | None) -> None:
+    from ._common import side_by_side
+
     kind = RESULT_OF[task]
     shown, coco = [], []
     for name, picture, turn in done:
         result = getattr(turn, kind) if kind else None
+        if result is not None and kind == "images":  # an edit: before and after, side by side
+            edited = result.images[0].resize(picture.size)
+            edited.save(out / f"{Path(name).stem}_edited.png")
+            shown.append((name, side_by_side([picture, edited])))
+            continue
         if result is not None and min_score is not None:
             result = result.filter(min_score=min_score)
         shown.append((name, result.annotate(picture) if result is not None else picture))
@@ -168,3 +176,25 @@ def ask_command(source: Source, question: Annotated[str, typer.Option(help="What
         check_decoding_options(max_new_tokens=max_new_tokens)
     _predict("ask", source, out, model, device, dtype, batch_size, None,
              lambda p, pictures: p.ask(question, images=pictures, max_new_tokens=max_new_tokens), [], check)
+
+
+@predict_app.command("edit")
+def edit_command(source: Source, instruction: Annotated[str, typer.Option(help="The edit, e.g. 'make the car red'.")],
+                 out: Out = Path("predict_out"), model: Model = "shapes", device: Device = None, dtype: Dtype = None,
+                 batch_size: BatchSize = 8,
+                 seed: Annotated[int | None, typer.Option(help="Seed of every picture's edit.")] = None,
+                 steps: Annotated[int | None, typer.Option(help="Diffusion steps.")] = None) -> None:
+    """Each picture edited by the instruction (NAME_edited.png, and before | after in annotated/)."""
+    options = {k: v for k, v in (("seed", seed), ("num_inference_steps", steps)) if v is not None}
+
+    def check() -> None:
+        from visionllm2.sdk._arguments import check_options, checked_names
+
+        checked_names([instruction], "--instruction")
+        check_options(options)
+
+    def run(predictor: Any, pictures: list[Any]) -> list[Any]:
+        seeds = {"seed": [seed] * len(pictures)} if seed is not None else {}  # every picture the same seed
+        return predictor.edit(instruction, images=pictures, **{**options, **seeds})
+
+    _predict("edit", source, out, model, device, dtype, batch_size, None, run, [], check)

@@ -91,9 +91,36 @@ def test_pose_draws_the_figures(tmp_path):
     (["pose", "--classes", "cat"], "--keypoints"),
     (["ask", "--question", ""], "--question"),
     (["ask", "--question", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["edit", "--instruction", " "], "--instruction"),
+    (["edit", "--instruction", "make it red", "--steps", "0"], "num_inference_steps"),
 ])
 def test_bad_options_are_refused_before_the_model_loads(scenes_dir, tmp_path, args, message):
     task, *rest = args
     result = predict(task, str(scenes_dir), *rest, "--out", str(tmp_path / "out"), model="no/such/model")
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_edit_writes_each_edited_picture_with_the_same_seed(scenes_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from visionllm2.sdk import Session
+
+    out = tmp_path / "out"
+    result = predict("edit", str(scenes_dir), "--instruction", "make the circle green", "--seed", "3", "--steps", "2",
+                     "--batch-size", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "transcript.json").read_text())
+    assert len(record["items"]) == 5 and [f["source"].rsplit("/", 1)[-1] for f in record["failures"]] == ["broken.png"]
+    assert len(list((out / "annotated").glob("*.png"))) == 5 and len(list(out.glob("*_edited.png"))) == 5
+    session = Session.from_pretrained("shapes", device="cpu")
+    for item in record["items"][:2]:
+        (turn,) = item["turns"]
+        assert turn["results"][0]["seeds"] == [3]
+        session.reset()
+        alone = session.edit("make the circle green", image=item["source"], seed=3, num_inference_steps=2).images.images[0]
+        picture = Image.open(item["source"])
+        written = Image.open(out / f"{item['source'].rsplit('/', 1)[-1].removesuffix('.png')}_edited.png")
+        expected = np.asarray(alone.resize(picture.size), float)
+        assert np.abs(np.asarray(written.convert("RGB"), float) - expected).max() <= 2
