@@ -90,7 +90,7 @@ class Session:
         self._prefix_cache: tuple[tuple[int, ...], Any] = ((), None)
         self._pending_cache: tuple[tuple[int, ...], Any] = ((), None)
         self._cache_where: tuple[torch.device, torch.dtype] | None = None  # the model's device and dtype then
-        self._planning_only = False  # see _planning
+        self._planner = threading.local()  # see _planning: per thread, so that another thread's turn waits its turn
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -244,7 +244,7 @@ class Session:
               needs: Sequence[str] = (), labels: list[str] | None = None, shows_image: bool = True) -> Turn:
         """One exchange. ``shows_image`` False (a caption → picture request): no picture is put in the
         question, not even the current one, and the current image stays current for the next verb."""
-        if self._planning_only:  # BatchPredictor holds the lock and runs the plan with others
+        if getattr(self._planner, "active", False):  # this thread's BatchPredictor holds the lock and runs the plan
             return self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
         with self._lock:
             plan = self._plan(text, image, prompts, examples, answer, generation, interactive, needs, labels, shows_image)
@@ -264,11 +264,11 @@ class Session:
     def _planning(self) -> Iterator[None]:
         """Inside, a verb returns its :class:`PlannedTurn` instead of running it: ``BatchPredictor``
         runs the plans of many sessions together, then commits each turn to its session."""
-        self._planning_only = True
+        self._planner.active = True
         try:
             yield
         finally:
-            self._planning_only = False
+            self._planner.active = False
 
     def _plan(self, text: str, image: ImageLike | str | None, prompts: Sequence[Any], examples: Sequence[Any],
               answer: list[Segment] | None, generation: dict[str, Any], interactive: bool, needs: Sequence[str],

@@ -294,3 +294,17 @@ def test_pictures_of_one_shape_at_different_sizes_share_a_decoder_call(model, pi
     rows.clear()
     for turn, picture in zip(turns, same_shape):
         assert_same_turn(turn, Session(model).detect(["person"], image=picture))
+
+
+def test_another_threads_turn_waits_while_a_batch_plans_on_the_session(model, pictures):
+    import threading
+
+    session = Session(model)
+    done: list[object] = []
+    with session._lock, session._planning():  # what BatchPredictor holds while it plans this session's turn
+        worker = threading.Thread(target=lambda: done.append(session.detect(["person"], image=pictures[0])))
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive() and not done  # it waits for the lock; it is not handed a plan
+    worker.join(timeout=30)
+    assert isinstance(done[0], Turn) and len(session.turns) == 1
