@@ -2,10 +2,11 @@
 
     python examples/many_pictures.py [--out many_pictures_out] [--model shapes|tiny|PATH] [--pictures 12]
 
-Renders held-out ShapesWorld scenes, finds each scene's first object by name in all of them with
-``BatchPredictor`` (several pictures per forward, each answered as a fresh session would answer it),
-writes one COCO file for the lot and an annotated contact sheet, then streams a free answer about
-the first scene. Offline: the ``shapes`` weights ship inside the package.
+Renders held-out ShapesWorld scenes and, with ``BatchPredictor`` (several conversations per
+forward, each answered as it would be alone), finds each scene's first object by name, then
+segments what it found in a second turn of the same conversations (the boxes become visual
+prompts). Writes one COCO file for the lot and the masks drawn on each scene, then streams a free
+answer about the first scene. Offline: the ``shapes`` weights ship inside the package.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def main() -> None:
     session = Session.from_pretrained(args.model)
     predictor = BatchPredictor(session.model, batch_size=8)
     asked = [scene.objects[0].name for scene in scenes]              # one class list per picture
-    turns = predictor.detect([[name] for name in asked], images=pictures)
+    conversations = [Session(session.model) for _ in pictures]     # each picture's own, going on
+    turns = predictor.detect([[name] for name in asked], images=pictures, sessions=conversations)
+    found = [i for i, turn in enumerate(turns) if len(turn.boxes)]
+    masks = predictor.segment(prompts=[turns[i].boxes for i in found], sessions=[conversations[i] for i in found])
+    for i, turn in zip(found, masks):                                 # turn 2 of those conversations
+        turn.masks.annotate(pictures[i]).save(args.out / f"scene{i + 1:02d}_masks.png")
 
     ids = {name: k + 1 for k, name in enumerate(dict.fromkeys(asked))}  # one category table for the lot
     coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in ids.items()]}
@@ -42,8 +48,8 @@ def main() -> None:
         coco["annotations"] += part["annotations"]
         turn.boxes.annotate(picture).save(args.out / f"scene{image_id:02d}.png")
     (args.out / "detections.coco.json").write_text(json.dumps(coco))
-    found = sum(bool(len(turn.boxes)) for turn in turns)
-    print(f"{found} of {len(turns)} pictures: a box for the asked object")
+    print(f"{len(found)} of {len(turns)} pictures: a box for the asked object, then its mask in turn "
+          f"{masks[0].index if masks else '-'}")
 
     stream = session.stream("How many shapes are there?", image=pictures[0], max_new_tokens=16)
     print("streamed: ", end="")

@@ -65,6 +65,7 @@ def test_many_pictures_batches_and_streams_on_the_shipped_model(tmp_path):
     result = subprocess.run([sys.executable, str(EXAMPLES / "many_pictures.py"), "--out", str(tmp_path), "--pictures", "5"],
                             check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "of 5 pictures: a box for the asked object" in result.stdout and "streamed: " in result.stdout
+    assert "of 5 pictures: a box for the asked object, then its mask in turn 1" in result.stdout
+    assert "streamed: " in result.stdout and list(tmp_path.glob("scene*_masks.png"))
     coco = json.loads((tmp_path / "detections.coco.json").read_text())
-    assert len(coco["images"]) == 5 and coco["categories"] and len(list(tmp_path.glob("scene*.png"))) == 5
+    assert len(coco["images"]) == 5 and coco["categories"] and len(list(tmp_path.glob("scene??.png"))) == 5
