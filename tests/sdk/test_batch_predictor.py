@@ -230,7 +230,7 @@ def test_each_reference_picture_is_read_and_encoded_once_per_call(model, picture
         predictor.segment(images=pictures[:1], examples=[examples[0], (b"not an image", Point(x=1, y=1))])
 
 
-def test_sessions_go_on_turn_after_turn_as_one_at_a_time(model, pictures):
+def test_sessions_go_on_turn_after_turn_as_one_at_a_time(model, pictures, tmp_path):
     """detect → segment the marks → a free question, batched over sessions, against each session alone."""
     marks = [[Box(5, 5, 60, 70)], [Point(x=30, y=40), Box(10, 10, 50, 50)], [Point(x=60, y=60)]]
     alone = [Session(model, max_new_tokens=8) for _ in range(3)]
@@ -254,6 +254,8 @@ def test_sessions_go_on_turn_after_turn_as_one_at_a_time(model, pictures):
         assert got.history == want.history and sorted(got.images) == sorted(want.images)
         assert got.current_image == want.current_image
         assert_same_turn(got.ask("how many?", max_new_tokens=6), want.ask("how many?", max_new_tokens=6), first_turn=False)
+    together[0].save(str(tmp_path / "saved"))  # and a batched conversation saves and resumes like any other
+    assert Session.load(str(tmp_path / "saved"), model=model).history == alone[0].history
 
 
 def test_a_failed_batch_leaves_the_sessions_it_continues_as_they_were(model, pictures):
