@@ -41,6 +41,16 @@ def check_options(options: dict[str, Any]) -> None:
     check_sampling_options(**{k: options[k] for k in DIFFUSION_OPTIONS if k in options and k != "scheduler"})
 
 
+def llm_options(options: dict[str, Any], device: Any, max_new_tokens: int) -> dict[str, Any]:
+    """The options ``model.generate`` reads: the decoders' dropped, a ``seed`` as a generator on
+    ``device``, ``max_new_tokens`` defaulting to the session's."""
+    picked = {k: v for k, v in options.items() if k not in (*DIFFUSION_OPTIONS, *SESSION_OPTIONS, "seed")}
+    if options.get("seed") is not None:
+        picked["generator"] = torch.Generator(device=device).manual_seed(int(options["seed"]))
+    picked.setdefault("max_new_tokens", max_new_tokens)
+    return picked
+
+
 def diffusion_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options a diffusion decoder reads (steps, guidance, size, scheduler, seed)."""
     picked = {k: v for k, v in options.items() if k in DIFFUSION_OPTIONS}

@@ -36,7 +36,7 @@ from visionllm2.model.errors import describe, is_integer
 from visionllm2.model.images import ImageLike, load_image
 from visionllm2.model.processor import Processor
 
-from ._arguments import DIFFUSION_OPTIONS, SESSION_OPTIONS, example_pairs
+from ._arguments import example_pairs, llm_options
 from ._conversation import PlannedTurn, SessionImage
 from ._decoding import run_decoders
 from ._loading import load_model
@@ -286,13 +286,7 @@ class BatchPredictor:
 
     def _generate(self, plans: Sequence[PlannedTurn]):
         """Free answers: one left-padded batch decoded together (``model.generate``)."""
-        options = dict(plans[0].options)
-        seed = options.pop("seed", None)
-        for key in (*DIFFUSION_OPTIONS, *SESSION_OPTIONS):  # the decoders', not the LLM's
-            options.pop(key, None)
-        if seed is not None:
-            options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
-        options.setdefault("max_new_tokens", self.max_new_tokens)
+        options = llm_options(plans[0].options, self.model.device, self.max_new_tokens)
         batch = collate([p.chat for p in plans], self.model.tokenizer.pad_id, "left")
         generations = self.model.generate(batch, image_features=_features(plans), **options)
         eos = self.model.tokenizer.eos_id

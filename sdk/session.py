@@ -38,12 +38,11 @@ from visionllm2.model.processor import (
 )
 
 from ._arguments import (
-    DIFFUSION_OPTIONS,
-    SESSION_OPTIONS,
     as_list,
     check_options,
     checked_names,
     example_pairs,
+    llm_options,
     relabel,
 )
 from ._conversation import Exchange, ImageRef, PlannedTurn, SessionImage
@@ -316,13 +315,7 @@ class Session:
         return turn
 
     def _generate(self, chat, features, options: dict[str, Any]):
-        options = dict(options)
-        seed = options.pop("seed", None)
-        for key in (*DIFFUSION_OPTIONS, *SESSION_OPTIONS):
-            options.pop(key, None)
-        if seed is not None:
-            options["generator"] = torch.Generator(device=self.model.device).manual_seed(int(seed))
-        options.setdefault("max_new_tokens", self.max_new_tokens)
+        options = llm_options(options, self.model.device, self.max_new_tokens)
         start = time.perf_counter()
         batch = collate([chat], self.model.tokenizer.pad_id, "left")
         cache, reuse = self._reusable_cache(tuple(chat.input_ids))
