@@ -308,6 +308,10 @@ class GenerationConfig:
     # ours, not the official code's: the link is also taught to make the UNet predict what it predicts
     # from the text encoder's own embedding of the caption (a noise-free target; 0 leaves it out)
     distill_loss_weight: float = 0.0
+    # ours too: [EDIT]'s denoising loss weighs the pixels the edit changes (target ≠ source, and the
+    # pixel around them) 1 + this, the rest 1. An edit changes a few percent of a picture, so the
+    # plain mean spends almost all of its gradient on copying the source (0: the official plain MSE)
+    edit_region_weight: float = 0.0
     train_unet: bool = False        # SD's UNet is frozen for [GEN]; InstructPix2Pix's is trained
 
     @classmethod

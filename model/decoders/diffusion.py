@@ -17,7 +17,8 @@ says) + ``caption_loss_weight`` (0.1) · MSE(mapper output, CLIP's embedding of 
 its prediction from CLIP's embedding of the caption on the same noisy input). [GEN]
 drops the condition with probability ``condition_dropout`` (0.1); [EDIT] follows InstructPix2Pix
 with p = 0.05: text only dropped for r < p, text and image for p ≤ r < 2p, image only for
-2p ≤ r < 3p. The VAE and text encoder are frozen; the UNet is frozen for [GEN] and trained for
+2p ≤ r < 3p; ``edit_region_weight`` (ours, 0 by default) weighs the pixels an edit changes up in
+[EDIT]'s denoising loss. The VAE and text encoder are frozen; the UNet is frozen for [GEN] and trained for
 [EDIT] (``train_unet``). Gradients reach the LLM and its queries through the link.
 
 Attribute names are the released checkpoint's: ``sd.emb_proj``, ``sd.llm2sd_mapper``,
@@ -58,6 +59,7 @@ from .diffusion_parts import (
 )
 
 SEED_RANGE = 2**31  # seeds drawn for the caller are in [0, 2³¹)
+CHANGED = 8 / 127.5  # [EDIT]: a pixel the edit changes differs by more than 8 levels of 255 in a channel
 
 
 @dataclass
@@ -69,9 +71,14 @@ class DenoisingStep:
     dropped_text: torch.Tensor  # (G,) bools: the condition was replaced by the empty caption's
     prediction: torch.Tensor    # (G, c, h, w) ε or v
     target: torch.Tensor        # (G, c, h, w)
+    weight: torch.Tensor | None = None  # (G, 1, h, w) per-position loss weight; None: all alike
 
     def loss(self) -> torch.Tensor:
-        return F.mse_loss(self.prediction.float(), self.target.float())
+        if self.weight is None:
+            return F.mse_loss(self.prediction.float(), self.target.float())
+        error = (self.prediction.float() - self.target.float()).pow(2)  # (G, c, h, w)
+        weight = self.weight.float().expand_as(error)
+        return (weight * error).sum() / weight.sum()  # a weighted mean: the scale of the plain one
 
 
 @dataclass
@@ -281,7 +288,13 @@ class DiffusionDecoder(TaskDecoder):
         unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
         prediction = self.sd_unet(unet_input.to(self.sd_unet.dtype), timesteps,
                                   encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
-        return DenoisingStep(unet_input, timesteps, drop_text, prediction, self.unet_target(latents, noise, timesteps))
+        return DenoisingStep(unet_input, timesteps, drop_text, prediction, self.unet_target(latents, noise, timesteps),
+                             self.loss_weight(items, pixels, latents.shape[-2:]))
+
+    def loss_weight(self, items: Sequence[DiffusionTarget], pixels: torch.Tensor,
+                    size: tuple[int, int]) -> torch.Tensor | None:
+        """Per-position weights ``(G, 1, h, w)`` of the denoising loss at latent ``size``, or ``None`` (a plain mean)."""
+        return None
 
     def unet_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the UNet is trained to predict from ``add_noise(clean, noise, timesteps)``: ε, or v."""
@@ -424,6 +437,21 @@ class EditingDecoder(DiffusionDecoder):
             source = self.sd_vae.encode(pixels).latent_dist.mode()  # (G, c, h, w), unscaled as in InstructPix2Pix
         source = source * (~drop_image).to(source.dtype)[:, None, None, None]
         return torch.cat([noisy, source.to(noisy.dtype)], dim=1)  # (G, 2c, h, w)
+
+    def loss_weight(self, items: Sequence[DiffusionTarget], pixels: torch.Tensor,
+                    size: tuple[int, int]) -> torch.Tensor | None:
+        """1 + ``edit_region_weight`` where the edit changes the picture, 1 elsewhere (``None`` at weight 0).
+
+        Changed: a channel differs by more than ``CHANGED`` between target and source pixels, grown by
+        one pixel for the anti-aliased rim, then max-pooled to the latents' size."""
+        extra = self.config.edit_region_weight
+        if not extra:
+            return None
+        side = self.config.image_size
+        sources = to_pixels([item.source for item in items], (side, side)).to(pixels.device)  # (G, 3, H, W)
+        changed = ((pixels.float() - sources).abs().amax(1, keepdim=True) > CHANGED).float()  # (G, 1, H, W)
+        changed = F.max_pool2d(changed, 3, stride=1, padding=1)
+        return 1.0 + extra * F.adaptive_max_pool2d(changed, tuple(size))  # (G, 1, h, w)
 
     def pipeline(self, scheduler: SchedulerMixin):
         return pipeline_class("StableDiffusionInstructPix2PixPipeline")(**self._pipeline_parts(scheduler))

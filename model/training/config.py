@@ -24,8 +24,9 @@ STAGE_TASKS: dict[int, dict[str, float]] = {
 LINK_LABEL_ROUTES = (T.DET, T.SEG, T.POSE, T.GRD)
 ALL_LINK_LABEL_ROUTES = (*LINK_LABEL_ROUTES, T.GEN, T.EDIT)
 #: What ``TrainConfig.freeze`` may keep fixed in a stage that would train it: the model's parts, and
-#: the decoders by name (``decoders`` is all of them).
-FREEZABLE = ("vision", "bridge", "region_encoder", "query_tables", "llm", "decoders", "gdino", "unipose", "sd", "ip2p")
+#: the decoders by name (``decoders`` is all of them), and ``text_encoders`` (the generation decoders').
+FREEZABLE = ("vision", "bridge", "region_encoder", "query_tables", "llm", "decoders", "gdino", "unipose", "sd", "ip2p",
+             "text_encoders")
 
 
 @dataclass
@@ -53,7 +54,9 @@ class TrainConfig:
     conversations (the LLM is frozen in stage 3), instead of training them through the denoiser
     (:mod:`~visionllm2.model.training.link_fit`). ``link_distill_loss`` sets the generation decoders'
     ``distill_loss_weight``: the UNet's prediction through the link is matched to its prediction from
-    the caption's own embedding.
+    the caption's own embedding. ``edit_region_weight`` sets the ``[EDIT]`` decoder's: its denoising
+    loss weighs the pixels an edit changes 1 + this (with ``freeze: ["text_encoders"]`` a stage 0
+    retrains the editor's UNet alone, and the link fitted to its text encoder stays valid).
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
@@ -95,6 +98,7 @@ class TrainConfig:
     region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
     detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
     link_distill_loss: float | None = None     # set the init model's [GEN]/[EDIT] distill_loss_weight (None: keep)
+    edit_region_weight: float | None = None    # set the init model's [EDIT] edit_region_weight (None: keep)
     link_regression: bool = False              # stage 3: fit the [GEN]/[EDIT] links to their text encoders (link_fit.py)
     link_regression_samples: int = 4000        # conversations whose slot states it records first
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
@@ -123,8 +127,10 @@ class TrainConfig:
             raise ValueError(f"freeze: unknown parts {unknown}; expected some of {list(FREEZABLE)}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank: expected 0 (the whole LLM) or a positive rank, got {self.lora_rank!r}")
-        if self.link_distill_loss is not None and self.link_distill_loss < 0:
-            raise ValueError(f"link_distill_loss: expected a weight ≥ 0, got {self.link_distill_loss!r}")
+        for name in ("link_distill_loss", "edit_region_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}: expected a weight ≥ 0, got {value!r}")
         if self.link_regression and self.stage != 3:
             raise ValueError(f"link_regression: fits the links over a frozen LLM, so it runs in stage 3, not {self.stage!r}")
         if self.link_regression_samples < 2:

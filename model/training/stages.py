@@ -71,6 +71,8 @@ def frozen_parts(model: VisionLLMv2, names: Sequence[str]) -> list[nn.Module]:
         "vision": [model.vis_encoder], "bridge": [model.vl_bridge], "region_encoder": [model.region_encoder],
         "query_tables": [getattr(model, name) for name in QUERY_TABLES if hasattr(model, name)],
         "llm": [model.llm], "decoders": list(decoders.values()),
+        # the generation decoders' caption encoders: the links were fitted to their embeddings
+        "text_encoders": [d.sd_text_encoder for d in decoders.values() if hasattr(d, "sd_text_encoder")],
     }
     modules = []
     for name in names:

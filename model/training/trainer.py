@@ -105,6 +105,8 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
             for generation in (model.config.generation, model.config.editing):
                 if generation is not None:
                     generation.distill_loss_weight = config.link_distill_loss
+        if config.edit_region_weight is not None and model.config.editing is not None:
+            model.config.editing.edit_region_weight = config.edit_region_weight
         return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders

@@ -18,6 +18,7 @@ from visionllm2.model.convert import map_official_key
 from visionllm2.model.decoders import build_decoders
 from visionllm2.model.decoders.base import LinkStates
 from visionllm2.model.decoders.diffusion import (
+    DenoisingStep,
     DiffusionImages,
     DiffusionTarget,
     EditingDecoder,
@@ -289,6 +290,34 @@ def test_the_distillation_loss_compares_the_link_with_the_text_encoder_on_the_sa
     assert dropped.losses["distill"] == 0
     decoder.config = replace(decoder.config, distill_loss_weight=0.0)
     assert "distill" not in decoder(link, targets=targets).losses  # off by default, as in the official code
+
+
+def test_the_edit_region_weight_weighs_the_changed_pixels_and_their_rim(editing_decoder):
+    """Where target and source differ (and one pixel around) the loss weight is 1 + the weight; elsewhere 1.
+    Weighted, the loss is the weighted mean of the squared error: all weights 1 give the plain MSE."""
+    source, target = picture((255, 0, 0), True), picture((255, 0, 0), True)
+    target[6:9, 2:5] = (0, 0, 255)  # the edit: a 3 × 3 patch recoloured
+    item = DiffusionTarget(target, "make it blue", source)
+    pixels = to_pixels([target], (16, 16))
+    decoder = EditingDecoder(replace(GenerationConfig.tiny(edit=True), edit_region_weight=4.0), WIDTH)
+    weight = decoder.loss_weight([item], pixels, (16, 16))  # (1, 1, 16, 16)
+    expected = torch.ones(16, 16)
+    expected[5:10, 1:6] = 5.0  # the patch grown by one pixel
+    assert weight.shape == (1, 1, 16, 16) and torch.equal(weight[0, 0], expected)
+    assert decoder.loss_weight([item], pixels, (8, 8)).shape == (1, 1, 8, 8)  # pooled to the latents (max)
+    assert decoder.loss_weight([DiffusionTarget(source, "keep it", source)], to_pixels([source], (16, 16)),
+                               (16, 16)).eq(1).all()  # nothing changed: all alike
+    assert editing_decoder.loss_weight([item], pixels, (16, 16)) is None  # off by default (official plain MSE)
+
+    prediction, truth = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    step = DenoisingStep(torch.zeros(1, 6, 16, 16), torch.zeros(1), torch.zeros(1, dtype=torch.bool), prediction, truth)
+    weighted = replace(step, weight=weight)
+    squared = (prediction - truth).pow(2)
+    assert torch.allclose(weighted.loss(), (squared * weight).sum() / (3 * weight.sum()))
+    assert torch.allclose(replace(step, weight=torch.ones(1, 1, 16, 16)).loss(), step.loss())
+    decoder.train()
+    out = decoder(link_of(1, T.EDIT), targets=[item])
+    assert torch.isfinite(out.loss) and out.losses["diffusion"] > 0
 
 
 def test_a_tiny_model_overfits_two_captioned_images(tiny_config, tokenizer, processor):

@@ -254,6 +254,9 @@ def test_stage_zero_pretrains_only_the_denoisers_and_attach_grafts_them(tmp_path
     groups = prepare_stage(frozen_editor, TrainConfig(stage=0, freeze=["ip2p"]))
     sd = frozen_editor.decoders()["sd"]
     assert {id(p) for p in groups["decoders"]} == {id(p) for m in (sd.sd_unet, sd.sd_text_encoder) for p in m.parameters()}
+    unet_alone = generation_model()  # the editor's UNet alone: the link fitted to its text encoder stays valid
+    groups = prepare_stage(unet_alone, TrainConfig(stage=0, freeze=["sd", "text_encoders"]))
+    assert {id(p) for p in groups["decoders"]} == {id(p) for p in unet_alone.decoders()["ip2p"].sd_unet.parameters()}
     base = VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin())
     donor = VisionLLMv2.from_pretrained(str(result.model_dir))
     merged = attach_decoders(base, donor)
@@ -521,6 +524,21 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
     assert shown.exit_code == 0 and "sd/distill" in shown.output, shown.output  # one row per loss, names whole
     with pytest.raises(ValueError, match="link_distill_loss"):
         TrainConfig(link_distill_loss=-0.1)
+
+
+def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_setting(tmp_path):
+    from visionllm2.model.training.trainer import build_model
+
+    generation_model().save_pretrained(str(tmp_path / "init"))
+    assert build_model(TrainConfig(stage=0, init=str(tmp_path / "init"))).config.editing.edit_region_weight == 0.0
+    result = run(tmp_path, 0, 2, fixed_source({"edit": 1.0}), init=str(tmp_path / "init"), edit_region_weight=4.0,
+                 freeze=["sd", "text_encoders"])
+    assert all(np.isfinite(r["loss"]) for r in result.records)
+    trained = VisionLLMv2.from_pretrained(str(result.model_dir))
+    assert trained.config.editing.edit_region_weight == 4.0 == trained.decoders()["ip2p"].config.edit_region_weight
+    assert trained.config.generation.edit_region_weight == 0.0  # [GEN] has no source to compare with
+    with pytest.raises(ValueError, match="edit_region_weight"):
+        TrainConfig(edit_region_weight=-1.0)
 
 
 def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorded_slot_states(tmp_path):
