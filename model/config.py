@@ -270,6 +270,10 @@ class TextEncoderConfig:
     word_embedding_std: float | None = None
 
 
+#: What a generation decoder's UNet may be trained to predict (``GenerationConfig.prediction_type``).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
 @dataclass
 class GenerationConfig:
     """Stable Diffusion 1.5 ([GEN]) or InstructPix2Pix ([EDIT]) behind the ``emb_proj`` + ``llm2sd_mapper`` link.

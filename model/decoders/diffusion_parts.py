@@ -32,7 +32,7 @@ from PIL import Image
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..config import GenerationConfig, TextEncoderConfig
+from ..config import PREDICTION_TYPES, GenerationConfig, TextEncoderConfig
 from ..errors import CheckpointError, InvalidInputError, UnknownTaskError
 from ..images import ImageLike, load_image
 
@@ -131,9 +131,6 @@ def build_text_encoder(text: TextEncoderConfig) -> CLIPTextModel:
         with torch.no_grad():
             encoder.get_input_embeddings().weight.normal_(0.0, text.word_embedding_std)
     return encoder
-
-
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def check_sizes(config: GenerationConfig, edit: bool) -> None:

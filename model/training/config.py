@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tokens as T
+from ..config import PREDICTION_TYPES
 from ..data.tasks import DEFAULT_TASKS
 
 #: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
@@ -57,6 +58,8 @@ class TrainConfig:
     the caption's own embedding. ``edit_region_weight`` sets the ``[EDIT]`` decoder's: its denoising
     loss weighs the pixels an edit changes 1 + this (with ``freeze: ["text_encoders"]`` a stage 0
     retrains the editor's UNet alone, and the link fitted to its text encoder stays valid).
+    ``edit_prediction_type`` switches what that UNet predicts (``"v_prediction"``: an ε-trained
+    editor learns to read the source's picture at high noise, where ε's loss hardly asks for it).
     ``init``: a model directory to start from (the previous stage's output); ``None`` builds
     ``preset`` with random weights. ``attach``: a model directory whose decoders the ``init`` model
     lacks (say stage 0's generation decoders) are added with their weights; ``attach_decoders`` names
@@ -99,6 +102,7 @@ class TrainConfig:
     detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
     link_distill_loss: float | None = None     # set the init model's [GEN]/[EDIT] distill_loss_weight (None: keep)
     edit_region_weight: float | None = None    # set the init model's [EDIT] edit_region_weight (None: keep)
+    edit_prediction_type: str | None = None    # switch the init model's [EDIT] UNet to predict this (None: keep)
     link_regression: bool = False              # stage 3: fit the [GEN]/[EDIT] links to their text encoders (link_fit.py)
     link_regression_samples: int = 4000        # conversations whose slot states it records first
     lora_rank: int = 32                        # stage 2: 0 fine-tunes the whole LLM (small LLMs) instead
@@ -131,6 +135,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name}: expected a weight ≥ 0, got {value!r}")
+        if self.edit_prediction_type is not None and self.edit_prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"edit_prediction_type: expected one of {PREDICTION_TYPES}, got {self.edit_prediction_type!r}")
         if self.link_regression and self.stage != 3:
             raise ValueError(f"link_regression: fits the links over a frozen LLM, so it runs in stage 3, not {self.stage!r}")
         if self.link_regression_samples < 2:

@@ -105,8 +105,15 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
             for generation in (model.config.generation, model.config.editing):
                 if generation is not None:
                     generation.distill_loss_weight = config.link_distill_loss
-        if config.edit_region_weight is not None and model.config.editing is not None:
-            model.config.editing.edit_region_weight = config.edit_region_weight
+        editing = model.config.editing
+        if config.edit_region_weight is not None and editing is not None:
+            editing.edit_region_weight = config.edit_region_weight
+        if config.edit_prediction_type is not None and editing is not None:
+            editing.prediction_type = config.edit_prediction_type
+            from ..decoders.diffusion_parts import build_scheduler
+
+            editor = model.decoders()["ip2p"]
+            editor.scheduler = build_scheduler(editor.config)  # sampling reads the new prediction type too
         return model
     from ..config import VisionLLMv2Config
     from ..decoders import build_decoders

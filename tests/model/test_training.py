@@ -541,6 +541,24 @@ def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_se
         TrainConfig(edit_region_weight=-1.0)
 
 
+def test_a_stage_can_switch_what_the_editor_predicts_and_sampling_follows(tmp_path):
+    from visionllm2.model.training.trainer import build_model
+
+    generation_model().save_pretrained(str(tmp_path / "init"))
+    switched = build_model(TrainConfig(stage=0, init=str(tmp_path / "init"), edit_prediction_type="v_prediction"))
+    editor = switched.decoders()["ip2p"]
+    assert editor.config.prediction_type == "v_prediction" == editor.scheduler.config.prediction_type
+    assert switched.decoders()["sd"].config.prediction_type == "epsilon"  # [GEN] keeps its own
+    clean, noise, timesteps = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.tensor([10, 900])
+    assert torch.allclose(editor.unet_target(clean, noise, timesteps),
+                          editor.noise_scheduler.get_velocity(clean, noise, timesteps))  # trained towards v
+    switched.save_pretrained(str(tmp_path / "out"))
+    reloaded = VisionLLMv2.from_pretrained(str(tmp_path / "out")).decoders()["ip2p"]
+    assert reloaded.scheduler.config.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="edit_prediction_type: expected one of"):
+        TrainConfig(edit_prediction_type="sample")
+
+
 def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorded_slot_states(tmp_path):
     from visionllm2.model.decoders.diffusion import DiffusionDecoder
 
