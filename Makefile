@@ -44,6 +44,10 @@ SHAPES_DUPLICATE_DECAY := 0.5
 SHAPES_STAGES  := 0 0b 1 2 3 3b 3c 3_pose 3_generation_b
 SHAPES_STAGES_2 := 1b 2c 2g 2h 2i 2k 2l 2n 3n
 SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3_generation_s 0t 3_generation_t 0u 3_generation_u 0v 3_generation_v 3_generation_w 3_detector_256 3_detector_256b 3_detector_256c 3_detector_256d 0w 0x 3_generation_fit 0y 0z 0ze 0zg 3_generation_fit_zg
+# The [EDIT] UNet retrained alone behind its fitted link (text encoders frozen): the pixels an edit
+# changes weighed 10 (0_edit_region, _b), then switched to predict v (0_edit_v, _vb); its guidance
+# picked on held-out edits from 1000 (`bench/edit_probe.py --first 1000`).
+SHAPES_EDITOR := 0_edit_region 0_edit_region_b 0_edit_v 0_edit_vb
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -83,6 +87,9 @@ shapes-model: $(STAMP)
 	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/candidate_d $(SHAPES_RUNS)/stage3_generation_fit_zg/model model/weights/shapes \
 		--decoder sd --decoder ip2p --half --score-threshold $(SHAPES_SCORE_THRESHOLD) $(SHAPES_GUIDANCE) \
 		--duplicate-decay $(SHAPES_DUPLICATE_DECAY)
+	for stage in $(SHAPES_EDITOR); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
+	$(VENV)/bin/visionllm2 attach model/weights/shapes $(SHAPES_RUNS)/stage0_edit_vb/model model/weights/shapes \
+		--decoder ip2p --half --guidance-scale ip2p=1.5
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
 # The same architecture from random weights in two stages (the second run twice) (the lessons of the long chain from the
