@@ -39,6 +39,10 @@ def test_edit_probe_prints_the_truth_the_editor_and_the_link():
     output = bench_output("edit_probe.py", "--samples", "3", "--first", "1000", "--guidance", "1,2.5")
     assert "[EDIT] checker accuracy, 3 held-out instructions from 1000" in output
     assert [row[0] for row in table_rows(output)] == ["the truth", *["editor alone", "through the link"] * 2]
+    samplers = bench_output("edit_probe.py", "--samples", "2", "--first", "1000", "--skip-link",
+                            "--sampler", "DDIMScheduler:4,DDPMScheduler:3")
+    assert [row[:2] for row in table_rows(samplers)][1:] == [["editor alone", "DDIMScheduler:4"],
+                                                             ["editor alone", "DDPMScheduler:3"]]
 
 
 def test_interactive_probe_prints_both_ways_of_choosing_each_marks_answer():
