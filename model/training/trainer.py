@@ -86,7 +86,8 @@ def samples_to_inputs(processor: Processor, samples: Sequence[Sample], pad_id: i
 
 
 def build_model(config: TrainConfig) -> VisionLLMv2:
-    """The stage's starting point: ``config.init`` (a model directory) or ``config.preset`` at random."""
+    """The stage's starting point: ``config.init`` (a model directory) or ``config.preset`` at random,
+    with the stage's settings of it applied (:func:`apply_model_settings`)."""
     if config.init:
         model = VisionLLMv2.from_pretrained(config.init, torch_dtype=torch.float32)
         if config.attach:
@@ -95,32 +96,45 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
             donor = VisionLLMv2.from_pretrained(config.attach, torch_dtype=torch.float32)
             model = attach_decoders(model, donor, config.attach_decoders, warm_start=config.attach_decoders is not None,
                                     keep_tables=config.attach_keep_tables, keep_link=config.attach_keep_link)
-        if config.region_relative_to_image is not None:  # parameter-free: the weights carry over
-            model.config.region.relative_to_image = config.region_relative_to_image
-            model.region_encoder.relative_to_image = config.region_relative_to_image
-        if config.detector_image_size is not None:  # parameter-free too: the detector resizes its own copy
-            detection = model.config.detection
-            detection.image_min_size = detection.image_max_size = config.detector_image_size
-        if config.link_distill_loss is not None:  # a loss weight: the decoders read their config at each step
-            for generation in (model.config.generation, model.config.editing):
-                if generation is not None:
-                    generation.distill_loss_weight = config.link_distill_loss
-        editing = model.config.editing
-        if config.edit_region_weight is not None and editing is not None:
-            editing.edit_region_weight = config.edit_region_weight
-        if config.edit_prediction_type is not None and editing is not None:
-            editing.prediction_type = config.edit_prediction_type
-            from ..decoders.diffusion_parts import build_scheduler
+    else:
+        from ..config import VisionLLMv2Config
+        from ..decoders import build_decoders
+        from ..tokenizer import Tokenizer
 
-            editor = model.decoders()["ip2p"]
-            editor.scheduler = build_scheduler(editor.config)  # sampling reads the new prediction type too
+        model_config = VisionLLMv2Config.preset(config.preset)
+        model = VisionLLMv2.from_config(model_config, build_decoders(model_config),
+                                        Tokenizer.from_spec(model_config.llm.tokenizer))
+    return apply_model_settings(model, config)
+
+
+def apply_model_settings(model: VisionLLMv2, config: TrainConfig) -> VisionLLMv2:
+    """Write the stage's settings of the model into its config: none changes a tensor's shape, so the
+    weights carry over; the decoders read their config at each step, and the saved model keeps them."""
+    if config.region_relative_to_image is not None:
+        model.config.region.relative_to_image = config.region_relative_to_image
+        model.region_encoder.relative_to_image = config.region_relative_to_image
+    if config.detector_image_size is not None:  # the detector resizes its own copy
+        detection = model.config.detection
+        detection.image_min_size = detection.image_max_size = config.detector_image_size
+    if config.link_distill_loss is not None:
+        for generation in (model.config.generation, model.config.editing):
+            if generation is not None:
+                generation.distill_loss_weight = config.link_distill_loss
+    if config.edit_region_weight is None and config.edit_prediction_type is None:
         return model
-    from ..config import VisionLLMv2Config
-    from ..decoders import build_decoders
-    from ..tokenizer import Tokenizer
+    editing = model.config.editing
+    if editing is None:
+        raise ValueError("edit_region_weight / edit_prediction_type: set the [EDIT] decoder's training, but the "
+                         f"model has no [EDIT] decoder (it has {sorted(model.decoders())})")
+    if config.edit_region_weight is not None:
+        editing.edit_region_weight = config.edit_region_weight
+    if config.edit_prediction_type is not None:
+        from ..decoders.diffusion_parts import build_scheduler
 
-    model_config = VisionLLMv2Config.preset(config.preset)
-    return VisionLLMv2.from_config(model_config, build_decoders(model_config), Tokenizer.from_spec(model_config.llm.tokenizer))
+        editing.prediction_type = config.edit_prediction_type
+        editor = model.decoders()["ip2p"]
+        editor.scheduler = build_scheduler(editor.config)  # sampling reads the new prediction type too
+    return model
 
 
 class Trainer:

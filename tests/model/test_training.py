@@ -557,6 +557,13 @@ def test_a_stage_can_switch_what_the_editor_predicts_and_sampling_follows(tmp_pa
     assert reloaded.scheduler.config.prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="edit_prediction_type: expected one of"):
         TrainConfig(edit_prediction_type="sample")
+    from_scratch = build_model(TrainConfig(stage=0, preset="shapes", edit_prediction_type="v_prediction",
+                                           edit_region_weight=2.0))  # a preset takes the settings too
+    assert from_scratch.config.editing.prediction_type == "v_prediction"
+    assert from_scratch.decoders()["ip2p"].config.edit_region_weight == 2.0
+    VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "bare"))
+    with pytest.raises(ValueError, match=r"has no \[EDIT\] decoder \(it has \['gdino', 'unipose'\]\)"):
+        build_model(TrainConfig(stage=3, init=str(tmp_path / "bare"), edit_region_weight=1.0))
 
 
 def test_link_regression_fits_only_the_links_to_their_text_encoders_from_recorded_slot_states(tmp_path):
