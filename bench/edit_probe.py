@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visionllm2.model.data.tasks import ShapesWorld
-from visionllm2.model.decoders.diffusion_parts import build_scheduler
+from visionllm2.model.decoders.diffusion_parts import build_scheduler, parse_sampler
 from visionllm2.recipes.evaluate import checker_scores
 from visionllm2.sdk import Session
 
@@ -78,13 +78,10 @@ def scales(text: str) -> list[float]:
 
 def samplers(text: str) -> list[tuple[str, int]]:
     """``"DDIMScheduler:20,DDPMScheduler:50"`` → ``[("DDIMScheduler", 20), ("DDPMScheduler", 50)]``."""
-    chosen = []
-    for item in (v.strip() for v in text.split(",") if v.strip()):
-        name, _, steps = item.partition(":")
-        if not steps.isdigit() or int(steps) < 1:
-            raise argparse.ArgumentTypeError(f"expected SCHEDULER:STEPS (e.g. DDIMScheduler:20), got {item!r}")
-        chosen.append((name, int(steps)))
-    return chosen
+    try:
+        return [parse_sampler(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -347,13 +347,9 @@ def positive_scale(part, value: str) -> float:
 
 
 def scheduler_and_steps(part, value: str) -> tuple[str, int]:
-    from visionllm2.model.decoders.diffusion_parts import build_scheduler
+    from visionllm2.model.decoders.diffusion_parts import parse_sampler
 
-    scheduler, _, steps = value.partition(":")
-    build_scheduler(part, scheduler)  # raises for a name that is no diffusers scheduler
-    if int(steps) <= 0:
-        raise ValueError(f"not a positive number of steps: {steps!r}")
-    return scheduler, int(steps)
+    return parse_sampler(value)  # the same for every denoiser's config part
 
 
 def denoiser_setting(model, setting: str, option: str, form: str, meaning: str, parse):

@@ -285,13 +285,18 @@ class DiffusionDecoder(TaskDecoder):
             null = (self.sd_text_encoder(input_ids=null_ids).last_hidden_state if trainable_null
                     else self.null_embeds())  # (1, Q, d)
             condition = torch.where(drop_text[:, None, None], null.to(condition.dtype), condition)
-        unet_input = self.unet_input(noisy, items, drop_image)  # (G, in_channels, h, w)
+        sources = self.source_pixels(items, device)  # (G, 3, H, W) for [EDIT], else None
+        unet_input = self.unet_input(noisy, sources, drop_image)  # (G, in_channels, h, w)
         prediction = self.sd_unet(unet_input.to(self.sd_unet.dtype), timesteps,
                                   encoder_hidden_states=condition.to(self.sd_unet.dtype)).sample
         return DenoisingStep(unet_input, timesteps, drop_text, prediction, self.unet_target(latents, noise, timesteps),
-                             self.loss_weight(items, pixels, latents.shape[-2:]))
+                             self.loss_weight(pixels, sources, latents.shape[-2:]))
 
-    def loss_weight(self, items: Sequence[DiffusionTarget], pixels: torch.Tensor,
+    def source_pixels(self, items: Sequence[DiffusionTarget], device: torch.device) -> torch.Tensor | None:
+        """The source pictures ``(G, 3, H, W)`` in [−1, 1] that the UNet reads beside the noise, or ``None``."""
+        return None
+
+    def loss_weight(self, pixels: torch.Tensor, sources: torch.Tensor | None,
                     size: tuple[int, int]) -> torch.Tensor | None:
         """Per-position weights ``(G, 1, h, w)`` of the denoising loss at latent ``size``, or ``None`` (a plain mean)."""
         return None
@@ -308,7 +313,7 @@ class DiffusionDecoder(TaskDecoder):
         p = self.config.condition_dropout if self.training else 0.0
         return r < p, torch.zeros_like(r, dtype=torch.bool)
 
-    def unet_input(self, noisy: torch.Tensor, items: Sequence[DiffusionTarget],
+    def unet_input(self, noisy: torch.Tensor, sources: torch.Tensor | None,
                    drop_image: torch.Tensor) -> torch.Tensor:
         return noisy  # (G, c, h, w)
 
@@ -429,16 +434,18 @@ class EditingDecoder(DiffusionDecoder):
             target = DiffusionTarget(target.image, target.caption, _input_image(images, row))
         return target
 
-    def unet_input(self, noisy: torch.Tensor, items: Sequence[DiffusionTarget],
-                   drop_image: torch.Tensor) -> torch.Tensor:
+    def source_pixels(self, items: Sequence[DiffusionTarget], device: torch.device) -> torch.Tensor:
         side = self.config.image_size
+        return to_pixels([item.source for item in items], (side, side)).to(device)  # (G, 3, H, W)
+
+    def unet_input(self, noisy: torch.Tensor, sources: torch.Tensor | None,
+                   drop_image: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            pixels = to_pixels([item.source for item in items], (side, side)).to(noisy.device, self.sd_vae.dtype)
-            source = self.sd_vae.encode(pixels).latent_dist.mode()  # (G, c, h, w), unscaled as in InstructPix2Pix
+            source = self.sd_vae.encode(sources.to(self.sd_vae.dtype)).latent_dist.mode()  # (G, c, h, w), unscaled as in InstructPix2Pix
         source = source * (~drop_image).to(source.dtype)[:, None, None, None]
         return torch.cat([noisy, source.to(noisy.dtype)], dim=1)  # (G, 2c, h, w)
 
-    def loss_weight(self, items: Sequence[DiffusionTarget], pixels: torch.Tensor,
+    def loss_weight(self, pixels: torch.Tensor, sources: torch.Tensor | None,
                     size: tuple[int, int]) -> torch.Tensor | None:
         """1 + ``edit_region_weight`` where the edit changes the picture, 1 elsewhere (``None`` at weight 0).
 
@@ -447,8 +454,6 @@ class EditingDecoder(DiffusionDecoder):
         extra = self.config.edit_region_weight
         if not extra:
             return None
-        side = self.config.image_size
-        sources = to_pixels([item.source for item in items], (side, side)).to(pixels.device)  # (G, 3, H, W)
         changed = ((pixels.float() - sources).abs().amax(1, keepdim=True) > CHANGED).float()  # (G, 1, H, W)
         changed = F.max_pool2d(changed, 3, stride=1, padding=1)
         return 1.0 + extra * F.adaptive_max_pool2d(changed, tuple(size))  # (G, 1, h, w)

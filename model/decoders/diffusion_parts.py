@@ -185,15 +185,30 @@ def schedule_config(config: GenerationConfig) -> dict:
 
 def build_scheduler(config: GenerationConfig, kind: str | type[SchedulerMixin] | None = None) -> SchedulerMixin:
     """A diffusers scheduler on the model's noise schedule: ``kind`` is a class or its name (default: the config's)."""
-    kind = config.scheduler if kind is None else kind
+    cls = scheduler_class(config.scheduler if kind is None else kind)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls.from_config({k: v for k, v in schedule_config(config).items() if k in accepted})
+
+
+def scheduler_class(kind: str | type[SchedulerMixin]) -> type[SchedulerMixin]:
+    """The diffusers scheduler class ``kind`` names (or is); else an :class:`UnknownTaskError`."""
     cls = getattr(diffusers, kind, None) if isinstance(kind, str) else kind
     if not (inspect.isclass(cls) and issubclass(cls, SchedulerMixin)):
         raise UnknownTaskError(
             f"scheduler: expected a diffusers scheduler class or its name (DDIMScheduler, "
             f"DPMSolverMultistepScheduler, EulerDiscreteScheduler, …), got {kind!r}"
         )
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls.from_config({k: v for k, v in schedule_config(config).items() if k in accepted})
+    return cls
+
+
+def parse_sampler(text: str) -> tuple[str, int]:
+    """``"DDPMScheduler:50"`` → ``("DDPMScheduler", 50)``: a diffusers scheduler and a positive number
+    of steps; else an :class:`InvalidInputError` (a ``ValueError``) saying what came."""
+    name, _, steps = text.partition(":")
+    scheduler_class(name)
+    if not steps.isdigit() or int(steps) < 1:
+        raise InvalidInputError(f"sampler: expected SCHEDULER:STEPS with STEPS a positive number, got {text!r}")
+    return name, int(steps)
 
 
 def pipeline_class(name: str) -> type:

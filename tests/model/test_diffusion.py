@@ -28,6 +28,7 @@ from visionllm2.model.decoders.diffusion_parts import (
     CaptionTokenizer,
     PixelSpace,
     PositionAwareUNet,
+    parse_sampler,
     to_pixels,
 )
 from visionllm2.model.errors import CheckpointError, InvalidInputError, UnknownTaskError
@@ -300,14 +301,15 @@ def test_the_edit_region_weight_weighs_the_changed_pixels_and_their_rim(editing_
     item = DiffusionTarget(target, "make it blue", source)
     pixels = to_pixels([target], (16, 16))
     decoder = EditingDecoder(replace(GenerationConfig.tiny(edit=True), edit_region_weight=4.0), WIDTH)
-    weight = decoder.loss_weight([item], pixels, (16, 16))  # (1, 1, 16, 16)
+    sources = decoder.source_pixels([item], torch.device("cpu"))  # (1, 3, 16, 16)
+    assert torch.equal(sources, to_pixels([source], (16, 16)))
+    weight = decoder.loss_weight(pixels, sources, (16, 16))  # (1, 1, 16, 16)
     expected = torch.ones(16, 16)
     expected[5:10, 1:6] = 5.0  # the patch grown by one pixel
     assert weight.shape == (1, 1, 16, 16) and torch.equal(weight[0, 0], expected)
-    assert decoder.loss_weight([item], pixels, (8, 8)).shape == (1, 1, 8, 8)  # pooled to the latents (max)
-    assert decoder.loss_weight([DiffusionTarget(source, "keep it", source)], to_pixels([source], (16, 16)),
-                               (16, 16)).eq(1).all()  # nothing changed: all alike
-    assert editing_decoder.loss_weight([item], pixels, (16, 16)) is None  # off by default (official plain MSE)
+    assert decoder.loss_weight(pixels, sources, (8, 8)).shape == (1, 1, 8, 8)  # pooled to the latents (max)
+    assert decoder.loss_weight(sources, sources, (16, 16)).eq(1).all()  # nothing changed: all alike
+    assert editing_decoder.loss_weight(pixels, sources, (16, 16)) is None  # off by default (official plain MSE)
 
     prediction, truth = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
     step = DenoisingStep(torch.zeros(1, 6, 16, 16), torch.zeros(1), torch.zeros(1, dtype=torch.bool), prediction, truth)
@@ -318,6 +320,13 @@ def test_the_edit_region_weight_weighs_the_changed_pixels_and_their_rim(editing_
     decoder.train()
     out = decoder(link_of(1, T.EDIT), targets=[item])
     assert torch.isfinite(out.loss) and out.losses["diffusion"] > 0
+
+
+def test_a_sampler_is_a_diffusers_scheduler_and_a_positive_number_of_steps():
+    assert parse_sampler("DDPMScheduler:50") == ("DDPMScheduler", 50)
+    for bad in ("DDPMScheduler", "Nope:20", "DDIMScheduler:0", "DDIMScheduler:-3", "DDIMScheduler:x"):
+        with pytest.raises(InvalidInputError, match="scheduler|sampler"):
+            parse_sampler(bad)
 
 
 def test_a_tiny_model_overfits_two_captioned_images(tiny_config, tokenizer, processor):
