@@ -137,7 +137,7 @@ def grounding_ranks(session: Session, samples, ranks: Sequence[int]) -> dict[int
             session.ground(sample.meta["expression"], image=sample.images[0])
             raw, inputs = captured[-1]
             order = raw.logits[-1, 0, :, 0].argsort(descending=True)  # one group: the expression
-            boxes = boxes_to_pixels(raw.boxes[-1, 0].float(), inputs.original[0])[order].numpy()
+            boxes = boxes_to_pixels(raw.boxes[-1, 0].float(), inputs.original[0])[order].cpu().numpy()
             hits = [box_iou(box, sample.meta["box"]) >= 0.5 for box in boxes[: max(ranks)]]
             for k in ranks:
                 found[k] += any(hits[:k])

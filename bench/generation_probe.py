@@ -119,7 +119,7 @@ def slot_states(session: Session, metas, earlier: str, side: int = 128) -> np.nd
         for index, meta in enumerate(metas):
             ask_earlier_turn(session, earlier, index, side)
             session.generate(meta["caption"], seed=index, num_inference_steps=1)  # the picture is not looked at
-    return torch.stack(states).flatten(1).numpy()
+    return torch.stack(states).flatten(1).cpu().numpy()
 
 
 def readout_accuracy(train: np.ndarray, train_labels: Sequence[str], test: np.ndarray,

@@ -73,6 +73,7 @@ def object_tokens(session: Session, scenes: int) -> tuple[dict[str, np.ndarray],
         sample = Sample("chat", [Message("user", [ImageSlot(0), "\n", "How many shapes are there?"]),
                                  Message("assistant", [NUMBER_WORDS[len(scene.objects)]])], [scene.image])
         batch, _, _ = samples_to_inputs(processor, [sample], processor.tokenizer.pad_id)
+        batch = batch.to(model.device)
         bridged, hidden_states = model.encode_images(batch.pixel_values.to(model.dtype))
         tower = hidden_states[model.config.vision.select_layer][:, 1:]  # (tiles, P, C), the CLS token dropped
         embeds, _ = model.embed(batch, bridged)

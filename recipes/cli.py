@@ -213,6 +213,7 @@ def train(
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the model, the data order and the noise.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU though CUDA is present.")] = False,
     freeze: Annotated[list[str] | None, typer.Option(
         help="Keep this part fixed though the stage trains it: llm, vision, bridge, decoders, gdino… (repeat).")] = None,
 ) -> None:
@@ -231,7 +232,7 @@ def train(
                  "tasks": _parse_weights(tasks) if tasks else None,
                  "domains": _parse_domains(domains) if domains else None, "steps": steps,
                  "batch_size": batch_size, "learning_rate": lr, "save_every": save_every, "seed": seed, "threads": threads,
-                 "freeze": freeze}
+                 "freeze": freeze, "cpu": cpu or None}
     values.update({k: v for k, v in overrides.items() if v is not None})
     from visionllm2.sdk import VisionLLMError
 

@@ -21,7 +21,7 @@ def load_model(path_or_preset: str, device: str | torch.device | None = None, dt
     from visionllm2.model.tokenizer import Tokenizer
     from visionllm2.model.visionllm import VisionLLMv2
 
-    device = checked_device(device)
+    device = checked_device(device if device is not None or device_map is None else mapped_device(device_map))
     dtype = checked_dtype(dtype, device)
     shipped = shipped_model_dir(path_or_preset)
     if shipped is not None:
@@ -35,3 +35,13 @@ def load_model(path_or_preset: str, device: str | torch.device | None = None, dt
                               "(see the README)")
     config = VisionLLMv2Config.preset(path_or_preset)
     return VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.from_spec(config.llm.tokenizer)).to(device, dtype)
+
+
+def mapped_device(device_map: Any) -> str:
+    """Where an accelerate ``device_map`` runs the model, for the default dtype. A strategy ("auto",
+    "balanced" …) fills the GPUs first; a dict runs on a GPU when it names one (an index, "cuda:1"),
+    else on the CPU: "cpu" and "disk" alone mean float32, as on a machine without a GPU."""
+    if not isinstance(device_map, dict):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    places = [place.type if isinstance(place, torch.device) else str(place) for place in device_map.values()]
+    return "cuda" if any(place.isdigit() or place.startswith("cuda") for place in places) else "cpu"

@@ -102,7 +102,8 @@ class Session:
         Device: CUDA when present, else CPU. Dtype (a torch dtype or its name, "bfloat16"): bfloat16 on
         CUDA (float16 on GPUs without native bfloat16), float32 on CPU. ``device_map`` ("auto", a dict
         …) spreads a large model over GPUs and CPU through accelerate; parts it maps to "disk" go to
-        ``offload_folder``. ``options`` go to the constructor.
+        ``offload_folder``; a map that names no GPU loads float32 by default. ``options`` go to the
+        constructor.
         """
         model = load_model(path_or_preset, device, dtype, device_map, offload_folder)
         return cls(model, **options)

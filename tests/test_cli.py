@@ -1,3 +1,4 @@
+from devices import DEFAULT_DEVICE
 from typer.testing import CliRunner
 
 from visionllm2 import __version__
@@ -68,9 +69,10 @@ def test_train_then_eval_from_the_command_line(tmp_path):
 
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--preset", "tiny", "--stage", "2", "--steps", "2", "--batch-size", "2",
-                                 "--tasks", "detect=1,chat=1", "--out", str(out)])
+                                 "--tasks", "detect=1,chat=1", "--cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "model" / "config.json").is_file() and len((out / "log.jsonl").read_text().splitlines()) >= 1
+    assert json.loads((out / "train_config.json").read_text())["cpu"] is True  # --cpu: on the CPU though CUDA is present
     metrics = tmp_path / "metrics.json"
     result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--tasks", "detect,ground,chat,generate",
                                  "--count", "2", "--json", str(metrics), "--details", "--device", "cpu"])
@@ -115,7 +117,7 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "int4"])
     assert result.exit_code == 2 and "dtype: expected one of" in " ".join(result.output.split())
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "bf16"])
-    assert result.exit_code == 0 and "(cpu, bfloat16)" in " ".join(result.output.split())  # what CUDA users get
+    assert result.exit_code == 0 and f"({DEFAULT_DEVICE.type}, bfloat16)" in " ".join(result.output.split())
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "0"])
     assert result.exit_code == 2 and "eval count: expected at least 1 sample per task, got 0" in " ".join(result.output.split())
 

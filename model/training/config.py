@@ -109,6 +109,7 @@ class TrainConfig:
     lora_alpha: int = 64
     lora_dropout: float = 0.05
     mixed_precision: str = "auto"              # "auto": bf16 on CUDA, none on CPU; or "no" / "bf16" / "fp16"
+    cpu: bool = False                          # train on the CPU though CUDA is present (bit-exact reruns, debugging)
     save_every: int = 200
     log_every: int = 10
     keep_checkpoints: int = 2

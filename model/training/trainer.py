@@ -146,10 +146,11 @@ class Trainer:
 
         self.config = config
         self.output_dir = Path(config.output_dir)
+        on_cpu = config.cpu or not torch.cuda.is_available()
         precision = config.mixed_precision
         if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+            precision = "no" if on_cpu or not torch.cuda.is_bf16_supported() else "bf16"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=on_cpu)
         if config.threads:
             torch.set_num_threads(config.threads)
         set_seed(config.seed)

@@ -109,7 +109,7 @@ def test_edit_writes_each_edited_picture_with_the_same_seed(scenes_dir, tmp_path
 
     out = tmp_path / "out"
     result = predict("edit", str(scenes_dir), "--instruction", "make the circle green", "--seed", "3", "--steps", "2",
-                     "--batch-size", "3", "--out", str(out))
+                     "--batch-size", "3", "--device", "cpu", "--out", str(out))  # the session below's device and dtype
     assert result.exit_code == 0, result.output
     record = json.loads((out / "transcript.json").read_text())
     assert len(record["items"]) == 5 and [f["source"].rsplit("/", 1)[-1] for f in record["failures"]] == ["broken.png"]

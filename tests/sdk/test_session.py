@@ -361,6 +361,19 @@ def test_from_pretrained_directory_with_an_accelerate_device_map(tmp_path, photo
                                   mapped.ground("person", image=photo).boxes.xyxy)
 
 
+def test_a_device_map_picks_the_default_dtype_of_where_it_runs():
+    # A map of "cpu" and "disk" runs in float32 though the machine has a GPU (it loaded bfloat16 there,
+    # and its answers drifted from the CPU's); a map that names a GPU gets the GPU's half precision.
+    from visionllm2.sdk._loading import mapped_device
+
+    assert mapped_device({"": "cpu"}) == mapped_device({"llm": "disk", "gdino": torch.device("cpu")}) == "cpu"
+    assert mapped_device({"llm": 0, "gdino": "cpu"}) == mapped_device({"": "cuda:1"}) == "cuda"
+    assert mapped_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():  # a map onto a GPU this torch cannot see: the typed error, not accelerate's
+        with pytest.raises(InvalidInputError, match="expected a CUDA GPU"):
+            Session.from_pretrained("tiny", device_map={"": 0})
+
+
 def test_parts_offloaded_by_a_device_map_answer_as_if_they_were_loaded(tmp_path, photo, tokenizer):
     # Offloaded parts hold empty meta weights outside their own calls (accelerate's hooks load them
     # then), as on a GPU too small for the 7B model. Before, the query tables were read through
