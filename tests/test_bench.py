@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devices import DEFAULT_DEVICE, dtype_name
-
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -98,10 +96,10 @@ def test_dtype_check_prints_each_verb_in_both_dtypes():
 
 
 def test_batch_throughput_prints_each_verb_one_at_a_time_and_batched_with_equal_answers():
+    # On the CPU, where batches answer exactly; bfloat16 on an H200 moved detect's boxes by 0.375 px.
     output = bench_output("batch_throughput.py", "--pictures", "4", "--batch-sizes", "1,3", "--verbs",
-                          "detect,interactive,pose,ask,generate")
-    where = "cuda:0" if DEFAULT_DEVICE.type == "cuda" else "cpu"
-    assert f"shapes on {where} ({dtype_name()}): 4 pictures per verb" in output
+                          "detect,interactive,pose,ask,generate", "--device", "cpu")
+    assert "shapes on cpu (float32): 4 pictures per verb" in output
     rows = table_rows(output)
     assert [(row[0], row[1]) for row in rows] == [(verb, how) for verb in ("detect", "interactive", "pose", "ask", "generate")
                                                    for how in ("one at a time", "batch 1", "batch 3")]

@@ -1,4 +1,4 @@
-from devices import DEFAULT_DEVICE
+import torch
 from typer.testing import CliRunner
 
 from visionllm2 import __version__
@@ -117,7 +117,8 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "int4"])
     assert result.exit_code == 2 and "dtype: expected one of" in " ".join(result.output.split())
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "1", "--dtype", "bf16"])
-    assert result.exit_code == 0 and f"({DEFAULT_DEVICE.type}, bfloat16)" in " ".join(result.output.split())
+    where = "cuda" if torch.cuda.is_available() else "cpu"  # eval's default device
+    assert result.exit_code == 0 and f"({where}, bfloat16)" in " ".join(result.output.split())
     result = runner.invoke(app, ["eval", "--model", "tiny", "--tasks", "detect", "--count", "0"])
     assert result.exit_code == 2 and "eval count: expected at least 1 sample per task, got 0" in " ".join(result.output.split())
 

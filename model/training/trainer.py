@@ -137,11 +137,25 @@ def apply_model_settings(model: VisionLLMv2, config: TrainConfig) -> VisionLLMv2
     return model
 
 
+
+def fresh_accelerator(precision: str, cpu: bool) -> Any:
+    """An ``Accelerator`` with this precision, on the CPU or not. accelerate keeps one state per process:
+    a second run in the same process (a notebook, the test suite) that asks for another precision would
+    raise, and one that leaves the CPU would silently stay there. A single process starts afresh then;
+    a distributed launch keeps its state, which holds the process group."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        current = AcceleratorState()
+        if current.mixed_precision != precision or (current.device.type == "cpu") != cpu:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=precision, cpu=cpu)
+
 class Trainer:
     """One stage of training. ``Trainer(config).train()``; pass ``model`` / ``source`` to override."""
 
     def __init__(self, config: TrainConfig, model: VisionLLMv2 | None = None, source: SampleSource | None = None) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
@@ -150,7 +164,7 @@ class Trainer:
         precision = config.mixed_precision
         if precision == "auto":
             precision = "no" if on_cpu or not torch.cuda.is_bf16_supported() else "bf16"
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=on_cpu)
+        self.accelerator = fresh_accelerator(precision, on_cpu)
         if config.threads:
             torch.set_num_threads(config.threads)
         set_seed(config.seed)

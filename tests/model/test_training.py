@@ -86,6 +86,19 @@ def test_training_flushes_denormals_only_while_it_runs(tmp_path, before):
     assert flushing_denormals() is before
 
 
+def test_runs_in_one_process_may_ask_for_another_precision_or_device(tmp_path):
+    # accelerate keeps one state per process: the second of two runs in a notebook (or this suite, as
+    # it ran on a GPU machine after a `cpu=True` run) raised "AcceleratorState has already been
+    # initialized" when it asked for another precision.
+    source = fixed_source({"detect": 1.0})
+    for index, precision in enumerate(("no", "bf16", "no")):
+        config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / str(index)), steps=1, batch_size=2,
+                             warmup_steps=1, mixed_precision=precision, cpu=True)
+        trainer = Trainer(config, source=source)
+        assert trainer.accelerator.mixed_precision == precision and trainer.accelerator.device.type == "cpu"
+        assert np.isfinite(trainer.train_step()["loss"])
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_every_route_trains_with_half_precision_weights(dtype):
     # Without autocast, as a model loaded in bfloat16 is fine-tuned: the box matcher's cdist has no
@@ -134,27 +147,26 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_run_resumed_on_cuda_lands_where_an_uninterrupted_one_does(tmp_path):
-    # CUDA's atomics (grid_sample's backward, index_add) and bfloat16 autocast are not bit-exact from
-    # run to run, so the two runs agree closely rather than exactly: far closer to each other than to
-    # where they started. A checkpoint that lost the optimizer's moments, the schedule or the CUDA
-    # generator would land about as far from the straight run as the training moved the weights.
+def test_a_run_resumed_on_cuda_lands_as_near_as_a_second_uninterrupted_one(tmp_path):
+    # CUDA's atomics (grid_sample's backward, index_add) under bfloat16 autocast are not bit-exact from
+    # run to run, and Adam turns that noise into whole steps for weights whose gradients are near zero:
+    # on an H200, a resumed run lay 0.20 of the training's own distance from the straight one. So the
+    # resumed run is held to the noise floor, the distance between two uninterrupted runs, rather than
+    # to equality. A checkpoint that lost the optimizer's moments, the schedule or the CUDA generator
+    # (LoRA's dropout draws from it) would land well beyond it.
     source = fixed_source({"detect": 1.0, "interactive": 1.0})
-    config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "b"), steps=6, batch_size=4, log_every=1,
-                         save_every=3, warmup_steps=1, learning_rate=3e-3)
-    from accelerate.utils import set_seed
 
-    set_seed(config.seed)  # as the trainer builds the model
-    start = build_model(config).state_dict()
-    straight = run(tmp_path / "a", 2, 6, source, save_every=3)
+    def weights(result):
+        return torch.cat([v.float().flatten() for v in VisionLLMv2.from_pretrained(str(result.model_dir)).state_dict().values()])
+
+    straight = weights(run(tmp_path / "a", 2, 6, source, save_every=3))
+    again = weights(run(tmp_path / "b", 2, 6, source, save_every=3))
+    config = TrainConfig(stage=2, preset="tiny", output_dir=str(tmp_path / "c"), steps=6, batch_size=4, log_every=1,
+                         save_every=3, warmup_steps=1, learning_rate=3e-3)
     assert Trainer(config, source=source).train(stop_at=4, progress=False).step == 4
-    resumed = Trainer(config, source=source).train(progress=False)
-    a = VisionLLMv2.from_pretrained(str(straight.model_dir)).state_dict()
-    b = VisionLLMv2.from_pretrained(str(resumed.model_dir)).state_dict()
-    assert a.keys() == b.keys() == start.keys()
-    moved = torch.cat([(a[k].float() - start[k].float()).flatten() for k in start]).norm()
-    apart = torch.cat([(a[k].float() - b[k].float()).flatten() for k in start]).norm()
-    assert moved > 0 and apart < 0.1 * moved, (float(apart), float(moved))
+    resumed = weights(Trainer(config, source=source).train(progress=False))
+    floor = (again - straight).norm()
+    assert (resumed - straight).norm() <= 3 * floor + 1e-3, (float((resumed - straight).norm()), float(floor))
 
 
 def test_stage_two_with_lora_rank_zero_fine_tunes_the_whole_llm(tmp_path):
@@ -313,7 +325,6 @@ def test_stage_three_trains_the_generation_link_on_requests_after_an_earlier_tur
 def test_a_denoiser_trained_further_can_be_grafted_behind_the_link_already_trained(tmp_path):
     from visionllm2.model.decoders import build_decoders
     from visionllm2.model.training.stages import attach_decoders
-    from visionllm2.model.training.trainer import build_model
 
     torch.manual_seed(0)
     linked, further = generation_model(), generation_model()  # other weights everywhere
@@ -368,7 +379,6 @@ def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
 
 
 def test_a_stage_can_warm_start_named_decoders_from_a_model_over_another_llm(tmp_path):
-    from visionllm2.model.training.trainer import build_model
 
     torch.manual_seed(0)
     config = VisionLLMv2Config.preset("tiny")
@@ -496,7 +506,6 @@ def test_the_shipped_models_configs_parse_and_chain():
 
 
 def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_path):
-    from visionllm2.model.training.trainer import build_model
 
     VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
     kept = build_model(TrainConfig(stage=2, init=str(tmp_path / "init")))
@@ -508,7 +517,6 @@ def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_pa
 
 
 def test_a_stage_can_set_the_detector_input_size(tmp_path):
-    from visionllm2.model.training.trainer import build_model
 
     VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
     kept = build_model(TrainConfig(stage=3, init=str(tmp_path / "init")))
@@ -526,7 +534,6 @@ def test_a_stage_can_set_the_detector_input_size(tmp_path):
 
 def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_part_of_the_loss(tmp_path):
     from visionllm2.model.training.curves import curve_table
-    from visionllm2.model.training.trainer import build_model
 
     generation_model().save_pretrained(str(tmp_path / "init"))
     assert build_model(TrainConfig(stage=3, init=str(tmp_path / "init"))).config.generation.distill_loss_weight == 0.0
@@ -553,7 +560,6 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
 
 
 def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_setting(tmp_path):
-    from visionllm2.model.training.trainer import build_model
 
     generation_model().save_pretrained(str(tmp_path / "init"))
     assert build_model(TrainConfig(stage=0, init=str(tmp_path / "init"))).config.editing.edit_region_weight == 0.0
@@ -568,7 +574,6 @@ def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_se
 
 
 def test_a_stage_can_switch_what_the_editor_predicts_and_sampling_follows(tmp_path):
-    from visionllm2.model.training.trainer import build_model
 
     generation_model().save_pretrained(str(tmp_path / "init"))
     switched = build_model(TrainConfig(stage=0, init=str(tmp_path / "init"), edit_prediction_type="v_prediction"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from devices import tolerance
 from PIL import Image
 
 from visionllm2.model.checkpoint import shipped_model_dir
@@ -73,7 +72,12 @@ def test_the_planted_defect_is_found_and_the_part_fails(shapes_session):
     assert len(clean.passed) >= len(FLAWLESS) - 2, [p.reasons for p in clean.parts]
 
 
-def test_parts_inspected_in_batches_get_the_turns_one_part_at_a_time_gets(shapes_session):
+def test_parts_inspected_in_batches_get_the_turns_one_part_at_a_time_gets():
+    # In float32 on the CPU, where a batch answers exactly as one picture does; in bfloat16 on a GPU a
+    # batch's boxes move by rounding (0.06 px) and a mask by a few pixels (an H200: 361 against 359).
+    from visionllm2.sdk import Session
+
+    shapes_session = Session.from_pretrained("shapes", device="cpu")
     parts = [render_domain("industrial", seed).image for seed in ONE_DEFECT[:4] + FLAWLESS[:2]]
     alone = inspect_parts(shapes_session, parts, list(DOMAINS["industrial"]), pixel_size=0.05, batch_size=1,
                           min_score=0.1)
@@ -83,7 +87,7 @@ def test_parts_inspected_in_batches_get_the_turns_one_part_at_a_time_gets(shapes
     for got, expected in zip(batched.parts, alone.parts, strict=True):
         assert got.detect.text == expected.detect.text and (got.segment is None) == (expected.segment is None)
         assert [d.label for d in got.defects] == [d.label for d in expected.defects] and got.passed == expected.passed
-        assert np.allclose([d.xyxy for d in got.defects], [d.xyxy for d in expected.defects], atol=tolerance(1e-2, 0.5))
+        assert np.allclose([d.xyxy for d in got.defects], [d.xyxy for d in expected.defects], atol=1e-2)
         assert got.masks.area.tolist() == expected.masks.area.tolist()
         if got.segment is not None:
             assert got.segment.index == 1 and got.segment.text == expected.segment.text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from devices import tolerance
 from forced_decoding import forced
 
 from visionllm2.model import tokens as T
@@ -26,7 +25,9 @@ from visionllm2.sdk.batch import BatchPredictor
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    loaded = Session.from_pretrained("tiny", max_new_tokens=8).model
+    # float32 on the CPU: random weights leave near-tied scores, which bfloat16 on a GPU reorders
+    # between a batch and a single picture (measured on an H200); batching itself is what is tested.
+    loaded = Session.from_pretrained("tiny", device="cpu", max_new_tokens=8).model
     loaded.unipose.config.score_threshold = 0.0  # random weights: keep every figure, so there is something to compare
     return loaded
 
@@ -53,11 +54,11 @@ def assert_same_turn(batched: Turn, alone: Turn, first_turn: bool = True) -> Non
                 assert np.abs(np.asarray(a, float) - np.asarray(b, float)).max() <= 1  # batched UNet rounding
             continue
         assert got.labels == expected.labels
-        np.testing.assert_allclose(got.scores, expected.scores, atol=tolerance(1e-4, 5e-3))  # bfloat16 on CUDA
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
         boxes = (got.xyxy, expected.xyxy) if got.kind == "boxes" else (got.boxes, expected.boxes)
-        np.testing.assert_allclose(*boxes, atol=tolerance(1e-2, 0.5))
+        np.testing.assert_allclose(*boxes, atol=1e-2)
         if got.kind == "poses":
-            np.testing.assert_allclose(got.keypoints, expected.keypoints, atol=tolerance(1e-2, 0.5))
+            np.testing.assert_allclose(got.keypoints, expected.keypoints, atol=1e-2)
         if got.kind == "masks":
             assert got.masks.shape == expected.masks.shape and (got.masks != expected.masks).sum() <= got.masks.size // 1000
 
