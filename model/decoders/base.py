@@ -53,7 +53,8 @@ class LinkStates:
 
 @dataclass
 class DecoderOutput:
-    """What a decoder returns: a total loss when targets were given, its parts, and predictions."""
+    """What a decoder returns: a total loss when targets were given, its parts, and predictions (none
+    from a training step: a decoder in train mode given targets returns its loss alone)."""
 
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)

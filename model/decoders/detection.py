@@ -273,6 +273,8 @@ class DetectionDecoder(TaskDecoder):
         if targets is not None:
             losses = detection_loss(raw, [targets[r] for r in rows], inputs, self.config)
             loss = sum(losses.values())
+            if self.training:  # a training step reads the loss alone; predictions would cost the post-processing
+                return DecoderOutput(loss=loss, losses=losses)
         with torch.no_grad():
             predictions = postprocess(raw, inputs, link, rows, self.config, marks)
         return DecoderOutput(loss=loss, losses=losses, predictions=predictions)

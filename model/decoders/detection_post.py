@@ -129,13 +129,16 @@ def soften_duplicates(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: 
     0 is plain NMS, 1 changes nothing)."""
     if decay >= 1 or len(scores) < 2:
         return scores
-    overlap = box_iou(boxes.float(), boxes.float())[0].nan_to_num(0.0)  # (K, K); empty boxes overlap nothing
-    scores, left = scores.clone(), torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+    # On the CPU: the greedy loop is a few tiny ops per detection, each a kernel launch (and the masked
+    # update a sync) on a GPU; K is at most the query count, so one copy each way is far cheaper.
+    device, boxes = scores.device, boxes.detach().float().cpu()
+    overlap = box_iou(boxes, boxes)[0].nan_to_num(0.0)  # (K, K); empty boxes overlap nothing
+    scores, left = scores.detach().cpu().clone(), torch.ones(len(scores), dtype=torch.bool)
     for _ in range(len(scores)):
         taken = torch.where(left, scores, -1.0).argmax()
         left[taken] = False
         scores[left & (overlap[taken] > iou_threshold)] *= decay
-    return scores
+    return scores.to(device)
 
 
 def postprocess(raw: DetectorRaw, inputs: DetectorInputs, link: LinkStates, rows: list[int],

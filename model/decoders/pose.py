@@ -215,6 +215,8 @@ class PoseDecoder(TaskDecoder):
             sigmas = [keypoint_sigmas(names) for names in tokens.keypoint_names]
             losses = pose_loss(raw, chosen, inputs, sigmas, self.config)
             loss = sum(losses.values())
+            if self.training:  # a training step reads the loss alone; predictions would cost the post-processing
+                return DecoderOutput(loss=loss, losses=losses)
         with torch.no_grad():
             predictions = postprocess(raw, inputs, tokens, self.config)
         return DecoderOutput(loss=loss, losses=losses, predictions=predictions)

@@ -163,6 +163,13 @@ def test_losses_prefer_a_perfect_prediction(decoder):
         decoder(link, [image], [PoseTarget(1, boxes, np.zeros(len(boxes)), keypoints[:, :3])])
     only_split = decoder(link, [image], [PoseTarget(num_objects=1)])
     assert only_split.loss is None and len(only_split.predictions) == 1
+    was_training = decoder.training
+    try:  # a training step returns the loss alone: its predictions were post-processed and dropped
+        assert decoder.eval()(link, [image], [target]).predictions is not None
+        trained = decoder.train()(link, [image], [target])
+        assert torch.isfinite(trained.loss) and trained.predictions is None
+    finally:
+        decoder.train(was_training)
 
 
 def test_evaluator_scores_perfect_and_shifted_poses():
