@@ -114,3 +114,14 @@ def test_batch_throughput_times_each_recipe_at_each_batch_size():
     assert list(rows) == ["inspection (detect → segment)", "medical", "in-context (2 examples)", "remote sensing (tiles)",
                           "detect → segment → edit"]
     assert all(float(seconds) > 0 and ratio.startswith("×") for seconds, ratio in rows.values())
+
+
+def test_step_ops_counts_a_training_steps_ops_by_the_line_that_issued_them():
+    output = bench_output("step_ops.py", "--model", "tiny", "--group", "gdino", "--steps", "1", "--batch-size", "2",
+                          "--top", "4")
+    assert "tiny, gdino, batch 2:" in output and "ops per step" in output
+    rows = table_rows(output)
+    assert len(rows) == 4 and all(int(row[0].replace(",", "")) > 0 and row[1].endswith("%") for row in rows)
+    assert any("model/decoders/detection" in row[2] for row in rows)  # the detector's own lines show
+    refused = run_bench("step_ops.py", "--model", "tiny", "--group", "gdino", "--pretrain")
+    assert refused.returncode == 2 and "expected --group sd or ip2p" in refused.stderr

@@ -104,6 +104,8 @@ def test_train_and_eval_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "attach_decoders" in result.output and "attach is" in result.output
     result = runner.invoke(app, ["train", "--preset", "tiny", "--freeze", "llm", "--freeze", "lm", "--out", str(tmp_path / "t")])
     assert result.exit_code == 2 and "freeze: unknown parts ['lm']" in result.output
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--stage", "0", "--tasks", "edit=1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "expected something to train" in " ".join(result.output.split())  # no denoisers
     result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=x", "--out", str(tmp_path / "v")])
     assert result.exit_code == 2 and "--domains: expected name=weight pairs" in result.output
     result = runner.invoke(app, ["train", "--preset", "tiny", "--domains", "industrial=3,lunar=1", "--out", str(tmp_path / "u")])

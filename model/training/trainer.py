@@ -185,6 +185,10 @@ class Trainer:
             {"params": groups["decoders"], "lr": config.learning_rate},
             {"params": groups["backbone"], "lr": config.learning_rate * config.backbone_lr_scale},
         ]
+        if not any(group["params"] for group in parameters):
+            decoders = sorted(self.model.decoders())
+            raise ValueError(f"stage {config.stage} with tasks {sorted(config.task_weights)} and freeze {config.freeze}: "
+                             f"expected something to train, got no trainable parameter (the model's decoders: {decoders})")
         self.optimizer = torch.optim.AdamW([g for g in parameters if g["params"]], weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(config.warmup_steps, config.steps))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
