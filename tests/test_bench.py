@@ -125,3 +125,20 @@ def test_step_ops_counts_a_training_steps_ops_by_the_line_that_issued_them():
     assert any("model/decoders/detection" in row[2] for row in rows)  # the detector's own lines show
     refused = run_bench("step_ops.py", "--model", "tiny", "--group", "gdino", "--pretrain")
     assert refused.returncode == 2 and "expected --group sd or ip2p" in refused.stderr
+
+
+def test_train_budget_trains_for_its_seconds_and_writes_only_the_moved_tensors(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    config = tmp_path / "stage.json"
+    config.write_text(json.dumps({"stage": 3, "preset": "tiny", "output_dir": str(tmp_path / "run"), "tasks": {"detect": 1},
+                                  "steps": 1000, "batch_size": 2, "warmup_steps": 2, "seed": 3}))
+    bench_output("train_budget.py", str(config), "3", str(tmp_path / "out"))
+    summary, *steps = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert summary["steps"] == len(steps) >= 1 and summary["changed_tensors"] > 0
+    moved = load_file(tmp_path / "out.safetensors")
+    assert len(moved) == summary["changed_tensors"] and all(t.dtype.is_floating_point for t in moved.values())
+    assert {name.split(".")[0] for name in moved} <= {"gdino", "emb_embeddings_det"}  # stage 3: the detector alone
+    assert not (tmp_path / "run" / "checkpoints").exists()
