@@ -137,7 +137,6 @@ def apply_model_settings(model: VisionLLMv2, config: TrainConfig) -> VisionLLMv2
     return model
 
 
-
 def fresh_accelerator(precision: str, cpu: bool) -> Any:
     """An ``Accelerator`` with this precision, on the CPU or not. accelerate keeps one state per process:
     a second run in the same process (a notebook, the test suite) that asks for another precision would
@@ -151,6 +150,7 @@ def fresh_accelerator(precision: str, cpu: bool) -> Any:
         if current.mixed_precision != precision or (current.device.type == "cpu") != cpu:
             AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=precision, cpu=cpu)
+
 
 class Trainer:
     """One stage of training. ``Trainer(config).train()``; pass ``model`` / ``source`` to override."""
