@@ -205,9 +205,10 @@ class VisionLLMv2(nn.Module):
 
     def find_groups(self, ids: torch.Tensor) -> list[Group]:
         """Every routing token followed by its full run of query slots, row by row."""
+        ids = ids.cpu()  # read token by token: on a GPU each read would be a sync
         query_ids = {self.special_ids[q] for q in T.QUERY_TOKENS}
         groups = []
-        for row, position in (torch.isin(ids, torch.tensor(list(self.route_of_id), device=ids.device))).nonzero().tolist():
+        for row, position in (torch.isin(ids, torch.tensor(list(self.route_of_id)))).nonzero().tolist():
             route = self.route_of_id[int(ids[row, position])]
             count = self.query_table(route).num_embeddings
             slots = ids[row, position + 1: position + 1 + count].tolist()
@@ -226,13 +227,16 @@ class VisionLLMv2(nn.Module):
         for group in groups:
             by_decoder.setdefault(self.decoder_of_route.get(group.route, group.route), []).append(group)
         link = {}
+        if not by_decoder:
+            return link
+        host_ids, host_starts = ids.cpu(), answer_start.cpu()  # the labels are read token by token
         for name, members in by_decoder.items():
             if len(members) > self.config.link.max_groups * ids.shape[0]:
                 raise TooManyGroupsError(
                     f"{len(members)} groups for {name}: at most {self.config.link.max_groups} per image; split the request"
                 )
             states = torch.stack([hidden[g.row, g.position + 1: g.position + 1 + g.count] for g in members])
-            label_ids = [self._label_ids(ids[g.row], g.position, int(answer_start[g.row])) for g in members]
+            label_ids = [self._label_ids(host_ids[g.row], g.position, int(host_starts[g.row])) for g in members]
             labels = [clean_label(self.tokenizer.decode(x)) if self.tokenizer else "" for x in label_ids]
             link[name] = LinkStates(
                 states=states, routes=[g.route for g in members], labels=labels, label_ids=label_ids,

@@ -14,6 +14,7 @@ CUDA generators; those need the real device.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -21,6 +22,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 DEVICE = torch.device("cuda", 0)
+
+# Host reads of stand-in GPU tensors, by kind: on CUDA each one waits for the GPU (a sync). Tests
+# clear it and count, so a loop that reads a GPU tensor element by element shows.
+READS: Counter[str] = Counter()
+READ_OPS = {"item", "tolist", "__int__", "__float__", "__bool__", "__index__", "nonzero"}
 
 # Ops that accept host tensors beside GPU ones (indices), or read only metadata.
 MIXING_ALLOWED = {"__getitem__", "__setitem__", "index_put", "index_put_", "copy_", "size", "dim", "numel",
@@ -53,12 +59,16 @@ class OnGPU(torch.Tensor):
                         "host memory first.")
 
     def cpu(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        READS["cpu"] += 1
         return self.as_subclass(torch.Tensor).clone()
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") not in MIXING_ALLOWED:
+        name = getattr(func, "__name__", "")
+        if name in READ_OPS and any(isinstance(t, OnGPU) for t in tree_leaves((args, kwargs))):
+            READS[name] += 1
+        if name not in MIXING_ALLOWED:
             tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
             host = [tuple(t.shape) for t in tensors if not isinstance(t, OnGPU) and t.dim() > 0]
             if host and any(isinstance(t, OnGPU) for t in tensors):

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from fake_gpu import DEVICE, OnGPU, StandInGPU, on_stand_in_gpu
+from fake_gpu import DEVICE, READS, OnGPU, StandInGPU, on_stand_in_gpu
 from route_steps import each_route_step, finite, tiny_config_with_denoisers
 
 from visionllm2.model.decoders import build_decoders
@@ -128,3 +128,20 @@ def test_the_recipes_run_on_a_gpu_as_on_the_host(model_dir, photo):
     with StandInGPU():
         gpu = run(Session(on_stand_in_gpu(VisionLLMv2.from_pretrained(str(model_dir)).eval()), max_new_tokens=12))
     assert np.array_equal(gpu[0], host[0]) and gpu[1:] == host[1:] and host[1] and host[3] and host[4]  # all found some
+
+
+def test_a_training_step_reads_the_gpu_back_a_few_times_not_once_per_token(tokenizer):
+    # Each host read of a CUDA tensor (int(), .item(), .tolist(), a tensor's truth) waits for the GPU.
+    # The super link read each group's routing token and the words of its label one at a time from
+    # the GPU, so the reads grew with the prompts: a pose step of two samples made 220, now 45 (the
+    # token ids are copied to the host once).
+    config = tiny_config_with_denoisers()
+    torch.manual_seed(0)
+    model = on_stand_in_gpu(VisionLLMv2.from_config(config, build_decoders(config), tokenizer))
+    reads = {}
+    READS.clear()  # the tests before this one read too
+    with StandInGPU():
+        for task, _ in each_route_step(model, lambda batch, targets: (batch.to(DEVICE), targets)):
+            reads[task], _ = sum(READS.values()), READS.clear()
+    assert set(reads) >= {"detect", "pose", "chat", "generate", "edit"}
+    assert max(reads.values()) <= 50 and reads["chat"] <= 8, reads
