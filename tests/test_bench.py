@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -142,3 +144,14 @@ def test_train_budget_trains_for_its_seconds_and_writes_only_the_moved_tensors(t
     assert len(moved) == summary["changed_tensors"] and all(t.dtype.is_floating_point for t in moved.values())
     assert {name.split(".")[0] for name in moved} <= {"gdino", "emb_embeddings_det"}  # stage 3: the detector alone
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_gpu_check_says_at_once_that_it_needs_a_gpu_where_there_is_none(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the whole check (minutes)")
+    result = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out")], check=False, cwd=BENCH.parent,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 4 and "expected a CUDA GPU" in result.stderr
+    assert not list((tmp_path / "out").iterdir())  # nothing ran
