@@ -379,7 +379,6 @@ def test_attach_named_decoders_replaces_them_only_over_the_same_llm():
 
 
 def test_a_stage_can_warm_start_named_decoders_from_a_model_over_another_llm(tmp_path):
-
     torch.manual_seed(0)
     config = VisionLLMv2Config.preset("tiny")
     base = VisionLLMv2.from_config(config, None, Tokenizer.builtin())
@@ -506,7 +505,6 @@ def test_the_shipped_models_configs_parse_and_chain():
 
 
 def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_path):
-
     VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
     kept = build_model(TrainConfig(stage=2, init=str(tmp_path / "init")))
     assert not kept.config.region.relative_to_image and not kept.region_encoder.relative_to_image
@@ -517,7 +515,6 @@ def test_a_stage_can_switch_the_region_encoder_to_image_relative_features(tmp_pa
 
 
 def test_a_stage_can_set_the_detector_input_size(tmp_path):
-
     VisionLLMv2.from_config(VisionLLMv2Config.preset("tiny"), None, Tokenizer.builtin()).save_pretrained(str(tmp_path / "init"))
     kept = build_model(TrainConfig(stage=3, init=str(tmp_path / "init")))
     switched = build_model(TrainConfig(stage=3, init=str(tmp_path / "init"), detector_image_size=96))
@@ -560,7 +557,6 @@ def test_a_stage_can_distil_the_denoisers_reading_into_the_link_and_logs_each_pa
 
 
 def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_setting(tmp_path):
-
     generation_model().save_pretrained(str(tmp_path / "init"))
     assert build_model(TrainConfig(stage=0, init=str(tmp_path / "init"))).config.editing.edit_region_weight == 0.0
     result = run(tmp_path, 0, 2, fixed_source({"edit": 1.0}), init=str(tmp_path / "init"), edit_region_weight=4.0,
@@ -574,7 +570,6 @@ def test_a_stage_can_weigh_the_pixels_an_edit_changes_and_the_model_keeps_the_se
 
 
 def test_a_stage_can_switch_what_the_editor_predicts_and_sampling_follows(tmp_path):
-
     generation_model().save_pretrained(str(tmp_path / "init"))
     switched = build_model(TrainConfig(stage=0, init=str(tmp_path / "init"), edit_prediction_type="v_prediction"))
     editor = switched.decoders()["ip2p"]
