@@ -9,7 +9,6 @@ tensors that moved, ready to graft onto the ``init`` model, and ``OUT_PREFIX.jso
 (steps, samples a second, peak GPU memory) and then one record per step.
 """
 import json
-import math
 import sys
 import time
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from visionllm2.model.training import TrainConfig, Trainer
+from visionllm2.model.training.trainer import lr_factor
 
 config_path, budget, prefix = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 config = TrainConfig.load(config_path)
@@ -35,9 +35,7 @@ while True:
     elapsed = time.perf_counter() - train_start
     if elapsed >= budget:
         break
-    # warm-up then cosine over the wall-clock budget (0.1 floor, as the trainer's schedule)
-    warm = min(1.0, (trainer.step + 1) / warmup)
-    factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget))))
+    factor = lr_factor(trainer.step, warmup, elapsed / budget)  # the trainer's schedule, over the seconds
     for group, base in zip(trainer.optimizer.param_groups, bases):
         group["lr"] = base * factor
     record = trainer.train_step()

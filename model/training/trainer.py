@@ -440,12 +440,17 @@ def _drop_log_records_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+def lr_factor(step: int, warmup: int, progress: float) -> float:
+    """The learning rate's share at ``step``: a linear warm-up over ``warmup`` steps, then a cosine from
+    1 to 0.1 as ``progress`` (the share of the run after the warm-up) goes from 0 to 1."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def _warmup_cosine(warmup: int, total: int):
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return lr_factor(step, warmup, (step - warmup) / max(1, total - warmup))
 
     return factor
 
