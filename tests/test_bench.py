@@ -155,3 +155,13 @@ def test_gpu_check_says_at_once_that_it_needs_a_gpu_where_there_is_none(tmp_path
                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 4 and "expected a CUDA GPU" in result.stderr
     assert not list((tmp_path / "out").iterdir())  # nothing ran
+
+
+def test_tower_learning_trains_each_tower_on_the_counts_and_prints_its_scores():
+    for tower in ("random", "conv"):
+        output = bench_output("tower_learning.py", "--model", "tiny", "--tower", tower, "--minutes", "0.02",
+                              "--every", "0.5", "--heldout", "8", "--batch-size", "2")
+        assert f"{tower} tower of tiny, told each shape's count" in output and "prior (every shape absent)" in output
+        rows = table_rows(output)
+        assert rows[0][1:4] == ["0", "0", "-"] and int(rows[-1][1]) > 0  # scored before training and after it
+        assert all(0 <= float(row[4]) <= 1 and 0 <= float(row[5]) <= float(row[4]) for row in rows)
