@@ -37,9 +37,10 @@ COLUMNS = ("colour", "kind", "place", "all")
 
 
 def editor_alone(decoder, samples, guidance: float, image_guidance: float,
-                 sampler: tuple[str, int] | None = None) -> dict[str, float]:
-    """Checker scores of the editor sampled from its own text encoder's embeddings of each instruction."""
-    scheduler, steps = sampler or (decoder.config.scheduler, decoder.config.num_inference_steps)
+                 sampler: tuple[str, int]) -> dict[str, float]:
+    """Checker scores of the editor sampled from its own text encoder's embeddings of each instruction,
+    with ``sampler`` (a diffusers scheduler's name, its steps)."""
+    scheduler, steps = sampler
     embeds = decoder.encode_captions([s.meta["caption"] for s in samples])  # (N, Q, d)
     pipeline = decoder.pipeline(build_scheduler(decoder.config, scheduler))
     pipeline.set_progress_bar_config(disable=True)
@@ -55,9 +56,9 @@ def editor_alone(decoder, samples, guidance: float, image_guidance: float,
 
 
 def through_the_link(session: Session, samples, guidance: float, image_guidance: float,
-                     sampler: tuple[str, int] | None = None) -> dict[str, float]:
+                     sampler: tuple[str, int]) -> dict[str, float]:
     """Checker scores of ``Session.edit`` in a fresh conversation per sample, as ``visionllm2 eval`` asks."""
-    chosen = {"scheduler": sampler[0], "num_inference_steps": sampler[1]} if sampler else {}
+    chosen = {"scheduler": sampler[0], "num_inference_steps": sampler[1]}
     pictures = []
     for index, sample in enumerate(samples):
         session.reset()
