@@ -37,11 +37,12 @@ def load_model(path_or_preset: str, device: str | torch.device | None = None, dt
     return VisionLLMv2.from_config(config, build_decoders(config), Tokenizer.from_spec(config.llm.tokenizer)).to(device, dtype)
 
 
-def mapped_device(device_map: Any) -> str:
+def mapped_device(device_map: Any) -> str | None:
     """Where an accelerate ``device_map`` runs the model, for the default dtype. A strategy ("auto",
-    "balanced" …) fills the GPUs first; a dict runs on a GPU when it names one (an index, "cuda:1"),
-    else on the CPU: "cpu" and "disk" alone mean float32, as on a machine without a GPU."""
+    "balanced" …) fills the GPUs first: None, the default device. A dict runs on a GPU when it names
+    one (an index, "cuda:1"), else on the CPU: "cpu" and "disk" alone mean float32, as on a machine
+    without a GPU."""
     if not isinstance(device_map, dict):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return None
     places = [place.type if isinstance(place, torch.device) else str(place) for place in device_map.values()]
     return "cuda" if any(place.isdigit() or place.startswith("cuda") for place in places) else "cpu"

@@ -368,7 +368,7 @@ def test_a_device_map_picks_the_default_dtype_of_where_it_runs():
 
     assert mapped_device({"": "cpu"}) == mapped_device({"llm": "disk", "gdino": torch.device("cpu")}) == "cpu"
     assert mapped_device({"llm": 0, "gdino": "cpu"}) == mapped_device({"": "cuda:1"}) == "cuda"
-    assert mapped_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert mapped_device("auto") is None  # a strategy: the default device, CUDA when present
     if not torch.cuda.is_available():  # a map onto a GPU this torch cannot see: the typed error, not accelerate's
         with pytest.raises(InvalidInputError, match="expected a CUDA GPU"):
             Session.from_pretrained("tiny", device_map={"": 0})
