@@ -165,3 +165,12 @@ def test_tower_learning_trains_each_tower_on_the_counts_and_prints_its_scores():
         rows = table_rows(output)
         assert rows[0][1:4] == ["0", "0", "-"] and int(rows[-1][1]) > 0  # scored before training and after it
         assert all(0 <= float(row[4]) <= 1 and 0 <= float(row[5]) <= float(row[4]) for row in rows)
+
+
+def test_train_throughput_profiles_one_stage_and_refuses_a_group_the_stage_lacks():
+    output = bench_output("train_throughput.py", "--preset", "tiny", "--profile", "1:lm", "--steps", "1",
+                          "--batch-size", "2", "--top", "5")
+    assert "preset tiny, stage 1, lm, batch 2, 1 profiled steps" in output
+    assert "Self CPU" in output and "aten::" in output
+    refused = run_bench("train_throughput.py", "--profile", "3:lm")
+    assert refused.returncode == 2 and "expected STAGE:GROUP, one of 0:sd" in refused.stderr
