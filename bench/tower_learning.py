@@ -11,6 +11,8 @@ whose five counts are all right.
 Towers (``--tower``):
 - ``model``: the model's own CLIP ViT, from its weights (``--model shapes``: the shipped tower);
 - ``random``: the same ViT, freshly initialised;
+- ``hybrid``: the fresh ViT with early convolutions in place of its patch embedding (a 3 × 3
+  stride-2 convolution, a 3 × 3 one, then one of half a patch's side and stride: the same grid);
 - ``conv``: a control, five strided 3 × 3 convolutions to the ViT's token grid and width.
 
 Run: ``python bench/tower_learning.py [--model shapes] [--tower random] [--minutes 8] [--lr 1e-3]
@@ -59,6 +61,20 @@ class ConvTower(nn.Module):
         return SimpleNamespace(hidden_states=(states, states, states))
 
 
+class ConvStem(nn.Sequential):
+    """Early convolutions in place of a ViT's patch embedding, with its output: ``(N, width, grid, grid)``."""
+
+    def __init__(self, width: int, patch: int) -> None:
+        if patch % 2:
+            raise ValueError(f"--tower hybrid: expected an even patch side, got {patch}")
+        super().__init__(nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(32, 64, 3, padding=1),
+                         nn.GELU(), nn.Conv2d(64, width, patch // 2, stride=patch // 2))
+
+    @property
+    def weight(self) -> torch.Tensor:  # CLIP's embeddings read the patch embedding's dtype from it
+        return self[-1].weight
+
+
 class CountHead(nn.Module):
     """One learned query per shape attends over the tokens; each reads that shape's count class."""
 
@@ -87,15 +103,18 @@ def build_tower(session: Session, kind: str) -> nn.Module:
     vision = session.model.config.vision
     if kind == "model":
         return copy.deepcopy(session.model.vis_encoder).float()
-    if kind == "random":
-        return build_vision_tower(vision)
+    if kind in ("random", "hybrid"):
+        tower = build_vision_tower(vision)
+        if kind == "hybrid":
+            tower.embeddings.patch_embedding = ConvStem(vision.hidden_size, vision.patch_size)
+        return tower
     return ConvTower(vision.hidden_size, vision.image_size // vision.patch_size)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shapes", help="whose tower (and picture processing) to use")
-    parser.add_argument("--tower", default="random", choices=("model", "random", "conv"))
+    parser.add_argument("--tower", default="random", choices=("model", "random", "hybrid", "conv"))
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--every", type=float, default=60.0, help="seconds between held-out scores")
     parser.add_argument("--lr", type=float, default=1e-3)

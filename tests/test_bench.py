@@ -158,7 +158,7 @@ def test_gpu_check_says_at_once_that_it_needs_a_gpu_where_there_is_none(tmp_path
 
 
 def test_tower_learning_trains_each_tower_on_the_counts_and_prints_its_scores():
-    for tower in ("random", "conv"):
+    for tower in ("random", "hybrid", "conv"):
         output = bench_output("tower_learning.py", "--model", "tiny", "--tower", tower, "--minutes", "0.02",
                               "--every", "0.5", "--heldout", "8", "--batch-size", "2")
         assert f"{tower} tower of tiny, told each shape's count" in output and "prior (every shape absent)" in output
