@@ -4,9 +4,9 @@
 VQA answers come from priors. Is that the LM loss's weak signal (one answer word a sample) or the
 tower? This trains a tower with the most direct signal there is: a head reads, by attention from
 one query per shape, how many of each shape a picture holds (0 … 4, 4 meaning "4 or more"), with
-cross-entropy on every shape of every picture. It prints, every ``--every`` seconds, the held-out
-accuracy per (picture, shape) beside the prior (always answering "none"), and the share of pictures
-whose five counts are all right.
+cross-entropy on every shape of every picture. Every ``--every`` seconds of training it scores the
+held-out accuracy per (picture, shape), beside the prior (always answering "none"), and the share of
+pictures whose five counts are all right: a line on stderr as it goes, the table at the end.
 
 Towers (``--tower``):
 - ``model``: the model's own CLIP ViT, from its weights (``--model shapes``: the shipped tower);
@@ -41,6 +41,7 @@ from visionllm2.model.vision import build_vision_tower, patch_features
 from visionllm2.sdk import Session
 
 MOST = 4  # counts are classes 0 … MOST; MOST means "MOST or more"
+COLUMNS = ("minutes", "steps", "pictures seen", "loss", "per shape", "whole picture")
 
 
 class ConvTower(nn.Module):
@@ -143,15 +144,17 @@ def main() -> None:
                         f"{args.heldout} pictures",
                   caption=f"prior (every shape absent): {(held_counts == 0).float().mean().item():.3f} per "
                           f"(picture, shape); batch {args.batch_size}, lr {args.lr:g}")
-    for column in ("minutes", "steps", "pictures seen", "loss", "per shape", "whole picture"):
+    for column in COLUMNS:
         table.add_column(column, justify="right")
+    progress = Console(stderr=True)
     step, losses, trained, next_score = 0, [], 0.0, 0.0  # trained: seconds of training, scoring left out
     while True:
         if trained >= next_score or trained >= args.minutes * 60:
             per_shape, whole = score()
             loss = f"{sum(losses) / len(losses):.3f}" if losses else "-"
-            table.add_row(f"{trained / 60:.1f}", str(step), f"{step * args.batch_size:,}", loss,
-                          f"{per_shape:.3f}", f"{whole:.3f}")
+            row = (f"{trained / 60:.1f}", str(step), f"{step * args.batch_size:,}", loss, f"{per_shape:.3f}", f"{whole:.3f}")
+            table.add_row(*row)
+            progress.print(" · ".join(f"{name} {value}" for name, value in zip(COLUMNS, row)), soft_wrap=True)
             losses, next_score = [], next_score + args.every
             if trained >= args.minutes * 60:
                 break
