@@ -163,8 +163,11 @@ def test_tower_learning_trains_each_tower_on_the_counts_and_prints_its_scores():
                               "--every", "0.5", "--heldout", "8", "--batch-size", "2")
         assert f"{tower} tower of tiny, told each shape's count" in output and "prior (every shape absent)" in output
         rows = table_rows(output)
-        assert rows[0][1:4] == ["0", "0", "-"] and int(rows[-1][1]) > 0  # scored before training and after it
-        assert all(0 <= float(row[4]) <= 1 and 0 <= float(row[5]) <= float(row[4]) for row in rows)
+        counts, readout = rows[:-2], {row[0]: row[1:] for row in rows[-2:]}
+        assert counts[0][1:4] == ["0", "0", "-"] and int(counts[-1][1]) > 0  # scored before training and after it
+        assert all(0 <= float(row[4]) <= 1 and 0 <= float(row[5]) <= float(row[4]) for row in counts)
+        assert "token over its centre" in output and list(readout) == ["most frequent class", "ridge readout"]
+        assert all(0 <= float(value) <= 1 for values in readout.values() for value in values)
 
 
 def test_train_throughput_profiles_one_stage_and_refuses_a_group_the_stage_lacks():
