@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -26,11 +25,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
-from train_throughput import GROUP_TASKS
+from train_throughput import GROUP_TASKS, warm_trainer
 
 from visionllm2.model.checkpoint import shipped_model_dir
-from visionllm2.model.training import TrainConfig, Trainer
-from visionllm2.model.training.sources import ShapesSource
 
 PACKAGE = str(Path(__file__).resolve().parents[1])
 OUTSIDE = ("site-packages", "/bench/")
@@ -61,14 +58,9 @@ def count_ops(model: str, group: str, steps: int, batch_size: int, pretrain: boo
     stage = 0 if pretrain else 1 if group == "lm" else 3
     shipped = shipped_model_dir(model)
     where = {"init": str(shipped)} if shipped is not None else {"init": model} if Path(model).is_dir() else {"preset": model}
-    with tempfile.TemporaryDirectory() as folder:
-        config = TrainConfig(stage=stage, output_dir=folder, steps=steps + 1, batch_size=batch_size,
-                             save_every=10_000, log_every=10_000, tasks=GROUP_TASKS[group], **where)
-        trainer = Trainer(config)
-        trainer.source = ShapesSource(trainer.processor, GROUP_TASKS[group], seed=0)
+    with warm_trainer(where, stage, group, steps, batch_size) as trainer:
         for params in trainer.optimizer.param_groups:  # as on CUDA: AdamW's multi-tensor kernels, a few ops in all
             params["foreach"] = True
-        trainer.train_step()  # warm-up: first-call set-up is not a step's cost
         counter = OpCounter()
         with counter:
             for _ in range(steps):

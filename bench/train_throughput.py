@@ -32,11 +32,12 @@ STAGE_GROUPS = {0: ("sd", "ip2p"), 1: ("lm",), 2: ("lm", "gdino", "unipose"), 3:
 
 
 @contextmanager
-def warm_trainer(preset: str, stage: int, group: str, steps: int, batch_size: int) -> Iterator[Trainer]:
-    """A trainer for ``stage`` on ``group``'s tasks, one step taken (first-call allocations are not a step's cost)."""
+def warm_trainer(where: dict[str, str], stage: int, group: str, steps: int, batch_size: int) -> Iterator[Trainer]:
+    """A trainer for ``stage`` on ``group``'s tasks, one step taken (first-call allocations are not a step's cost).
+    ``where``: the model it starts from, ``{"preset": name}`` or ``{"init": directory}``."""
     with tempfile.TemporaryDirectory() as folder:
-        config = TrainConfig(stage=stage, preset=preset, output_dir=folder, steps=steps + 1, batch_size=batch_size,
-                             save_every=10_000, log_every=10_000, tasks=GROUP_TASKS[group])
+        config = TrainConfig(stage=stage, output_dir=folder, steps=steps + 1, batch_size=batch_size,
+                             save_every=10_000, log_every=10_000, tasks=GROUP_TASKS[group], **where)
         trainer = Trainer(config)
         trainer.source = ShapesSource(trainer.processor, GROUP_TASKS[group], seed=0)
         trainer.train_step()
@@ -44,7 +45,7 @@ def warm_trainer(preset: str, stage: int, group: str, steps: int, batch_size: in
 
 
 def measure(preset: str, stage: int, group: str, steps: int, batch_size: int) -> float:
-    with warm_trainer(preset, stage, group, steps, batch_size) as trainer:
+    with warm_trainer({"preset": preset}, stage, group, steps, batch_size) as trainer:
         synchronize()
         start = time.perf_counter()
         for _ in range(steps):
@@ -60,7 +61,8 @@ def profile(preset: str, stage: int, group: str, steps: int, batch_size: int, to
 
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-    with warm_trainer(preset, stage, group, steps, batch_size) as trainer, profiling(activities=activities) as run:
+    with warm_trainer({"preset": preset}, stage, group, steps, batch_size) as trainer, \
+            profiling(activities=activities) as run:
         for _ in range(steps):
             trainer.train_step()
         synchronize()
