@@ -29,7 +29,6 @@ import argparse
 import copy
 import itertools
 import time
-from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +38,7 @@ from generation_probe import readout_accuracy
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+from vqa_probe import centre_cell, most_frequent_rate
 
 from visionllm2.model.data.shapes import SHAPES, render_scene
 from visionllm2.model.data.tasks import split_seed
@@ -113,23 +113,20 @@ def centre_readout(session: Session, tokens, count: int) -> tuple[dict[str, floa
     for index in range(count):
         scene = render_scene(split_seed(index, "heldout"))
         grid_tokens = tokens(session.processor.process_image(scene.image).pixel_values[-1:])[0]  # (P, C)
-        grid, (width, height) = round(grid_tokens.shape[0] ** 0.5), scene.image.size
         for obj in scene.objects:
-            x0, y0, x1, y1 = obj.box
-            row, column = (min(grid - 1, int((a + b) / 2 / side * grid)) for a, b, side in ((y0, y1, height), (x0, x1, width)))
-            features.append(grid_tokens[row * grid + column].numpy())
+            features.append(grid_tokens[centre_cell(obj.box, scene.image.size, len(grid_tokens))].numpy())
             labels["colour"].append(obj.colour)
             labels["shape"].append(obj.kind)
     x, cut = np.stack(features), int(0.7 * len(features))
     scores = {name: readout_accuracy(x[:cut], values[:cut], x[cut:], values[cut:]) for name, values in labels.items()}
-    priors = {name: Counter(values[cut:]).most_common(1)[0][1] / (len(values) - cut) for name, values in labels.items()}
+    priors = {name: most_frequent_rate(values[cut:]) for name, values in labels.items()}
     return scores, priors
 
 
 def build_tower(session: Session, kind: str) -> nn.Module:
     vision = session.model.config.vision
     if kind == "model":
-        return copy.deepcopy(session.model.vis_encoder).float()
+        return copy.deepcopy(session.model.vis_encoder)  # the session loaded float32
     if kind in ("random", "hybrid"):
         tower = build_vision_tower(vision)
         if kind == "hybrid":

@@ -56,9 +56,22 @@ def answers_per_form(session: Session, questions: int) -> dict[str, dict[str, fl
             answers, right = given[form], truth[form]
             table[form] = {"questions": len(right),
                            "exact match": float(np.mean([a == b for a, b in zip(answers, right)])),
-                           "majority answer": Counter(right).most_common(1)[0][1] / len(right),
-                           "model's top answer": Counter(answers).most_common(1)[0][1] / len(answers)}
+                           "majority answer": most_frequent_rate(right),
+                           "model's top answer": most_frequent_rate(answers)}
     return table
+
+
+def centre_cell(box, size: tuple[int, int], tokens: int) -> int:
+    """The index, among a square grid of ``tokens`` patch tokens over a whole picture of ``size``
+    (width, height), of the token over the centre of ``box`` (xyxy pixels)."""
+    grid, (width, height) = round(tokens ** 0.5), size
+    x0, y0, x1, y1 = box
+    return min(grid - 1, int((y0 + y1) / 2 / height * grid)) * grid + min(grid - 1, int((x0 + x1) / 2 / width * grid))
+
+
+def most_frequent_rate(labels) -> float:
+    """How often the most frequent label occurs: what always answering it scores."""
+    return Counter(labels).most_common(1)[0][1] / len(labels)
 
 
 @torch.no_grad()
@@ -79,10 +92,8 @@ def object_tokens(session: Session, scenes: int) -> tuple[dict[str, np.ndarray],
         embeds, _ = model.embed(batch, bridged)
         llm = model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state[0]
         llm = llm[batch.input_ids[0] == patch_id].reshape(bridged.shape)  # (tiles, P, H), in the images' order
-        grid, (width, height) = round(tower.shape[1] ** 0.5), scene.image.size
         for obj in scene.objects:  # the last tile is the whole picture (the thumbnail, or the only tile)
-            x0, y0, x1, y1 = obj.box
-            cell = min(grid - 1, int((y0 + y1) / 2 / height * grid)) * grid + min(grid - 1, int((x0 + x1) / 2 / width * grid))
+            cell = centre_cell(obj.box, scene.image.size, tower.shape[1])
             for depth, states in zip(DEPTHS, (tower, bridged, llm)):
                 features[depth].append(states[-1, cell].float().cpu().numpy())
             colours.append(obj.colour)
@@ -114,7 +125,7 @@ def main() -> None:
                           f"readout, {cut} objects fitted, {len(colours) - cut} scored")
     for column in ("depth", "colour", "shape"):
         table.add_column(column, justify="left" if column == "depth" else "right")
-    priors = [Counter(labels[cut:]).most_common(1)[0][1] / (len(labels) - cut) for labels in (colours, kinds)]
+    priors = [most_frequent_rate(labels[cut:]) for labels in (colours, kinds)]
     table.add_row("[dim]most frequent class[/dim]", *(f"[dim]{p:.2f}[/dim]" for p in priors))
     for depth in DEPTHS:
         x = features[depth]
