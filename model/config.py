@@ -21,6 +21,7 @@ from .tokenizer import builtin_vocab_size
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PATCH_EMBEDDINGS = ("linear", "conv_stem")  # VisionConfig.patch_embedding
 
 
 @dataclass
@@ -42,6 +43,14 @@ class VisionConfig:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     max_image_pixels: int = 8192 * 8192  # larger inputs are refused as decompression bombs
+    # "linear": CLIP's one-layer patch embedding (7B). "conv_stem": early convolutions to the same
+    # grid, which a small tower trained from scratch needs to see shapes at all (TRAINING_NOTES.md).
+    patch_embedding: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.patch_embedding not in PATCH_EMBEDDINGS:
+            raise CheckpointError(f"vision.patch_embedding: expected one of {PATCH_EMBEDDINGS}, "
+                                  f"got {self.patch_embedding!r}")
 
     @property
     def tokens_per_tile(self) -> int:

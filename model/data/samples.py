@@ -18,8 +18,10 @@ from ..processor import Message
 #: The tasks a sample can teach, and the decoder each one trains (``None``: the LM alone).
 TASK_DECODERS: dict[str, str | None] = {
     "chat": None, "detect": "gdino", "ground": "gdino", "segment": "gdino", "interactive": "gdino",
-    "pose": "unipose", "generate": "sd", "edit": "ip2p",
+    "pose": "unipose", "generate": "sd", "edit": "ip2p", "count": None,
 }
+#: Tasks that train the vision tower alone (stage 0, no LLM): their batches form the ``"tower"`` group.
+TOWER_TASKS = frozenset({"count"})
 
 
 @dataclass
@@ -52,9 +54,10 @@ class Sample:
 
     @property
     def group(self) -> str:
-        """The trainer's batch group: the decoder's name, or ``"lm"`` for text-only samples."""
+        """The trainer's batch group: the decoder's name, ``"lm"`` for text-only samples, ``"tower"``
+        for the vision tower's own pre-training (:data:`TOWER_TASKS`)."""
         return group_of(self.task)
 
 
 def group_of(task: str) -> str:
-    return TASK_DECODERS[task] or "lm"
+    return "tower" if task in TOWER_TASKS else TASK_DECODERS[task] or "lm"

@@ -355,8 +355,28 @@ def _edit(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
                         "box": (obj.box / world.image_size).tolist()})  # the edited object, in fractions
 
 
+#: What a ``count`` sample counts in its picture: each shape, each colour, each (colour, shape) pair.
+COUNTED = (*SHAPES, *COLOURS, *(f"{colour} {kind}" for colour in COLOURS for kind in SHAPES))
+MOST_COUNTED = 4  # counts are classes 0 … 4, the last meaning "4 or more"
+
+
+def count_classes(objects: Sequence[ShapeObject]) -> list[int]:
+    """How many of each of :data:`COUNTED` the objects hold, capped at :data:`MOST_COUNTED`."""
+    names = [*(o.kind for o in objects), *(o.colour for o in objects), *(f"{o.colour} {o.kind}" for o in objects)]
+    return [min(MOST_COUNTED, names.count(thing)) for thing in COUNTED]
+
+
+def _count(world: ShapesWorld, seed: int, rng: np.random.Generator) -> Sample:
+    """A picture and how many of each shape, colour and coloured shape it holds: the vision tower's
+    pre-training target (stage 0), which teaches it what VQA later asks the LLM about."""
+    scene = render_scene(seed, size=world.image_size)
+    return Sample("count", [], [scene.image], targets={"tower": count_classes(scene.objects)},
+                  meta={"objects": scene.objects})
+
+
 TASK_BUILDERS = {
     "chat": _chat, "detect": _classes_task("detect", T.DET), "segment": _classes_task("segment", T.SEG),
     "ground": _ground, "interactive": _interactive, "pose": _pose, "generate": _generate, "edit": _edit,
+    "count": _count,
 }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tokens as T
-from ..config import PREDICTION_TYPES
+from ..config import PATCH_EMBEDDINGS, PREDICTION_TYPES
 from ..data.tasks import DEFAULT_TASKS
 
 #: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
@@ -35,7 +35,10 @@ class TrainConfig:
     """One stage of training.
 
     stage 0 (only for models trained from scratch): the generation decoders' UNets and text encoders
-    learn captions → pictures without the LLM, standing in for SD 1.5's released weights.
+    learn captions → pictures without the LLM, standing in for SD 1.5's released weights; with the
+    ``count`` task the vision tower learns to count shapes and colours (:mod:`.tower`), standing in
+    for CLIP's. ``fresh_vision_tower``: the init model's tower is replaced by a new one with this
+    patch embedding (``"conv_stem"``), which such a stage then teaches.
     stage 1: chat (vision tower, bridge, LLM; LM loss). stage 2: multi-capacity (decoders attached
     and trained fully, the LLM through LoRA r ``lora_rank`` α ``lora_alpha`` on :data:`LORA_TARGETS`,
     bridge / region encoder / query tables trained; ``lora_rank`` 0 trains the LLM's own weights
@@ -99,6 +102,7 @@ class TrainConfig:
     link_label_routes: list[str] = field(default_factory=lambda: list(LINK_LABEL_ROUTES))  # the groups it asks
     link_label_marks: bool = False             # interactive groups asked for what their mark covers, not "region1"
     region_relative_to_image: bool | None = None  # set the init model's RegionConfig.relative_to_image (None: keep)
+    fresh_vision_tower: str | None = None      # replace the init model's vision tower by a new one with this patch embedding
     detector_image_size: int | None = None     # the init model's detector reads a square picture of this side (None: keep)
     link_distill_loss: float | None = None     # set the init model's [GEN]/[EDIT] distill_loss_weight (None: keep)
     edit_region_weight: float | None = None    # set the init model's [EDIT] edit_region_weight (None: keep)
@@ -127,6 +131,14 @@ class TrainConfig:
         for name in ("domain_rate", "generate_history_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(self, name)!r}")
+        stage0_tasks = {"generate", "edit", "count"}
+        if self.stage == 0 and not set(self.task_weights) <= stage0_tasks:
+            raise ValueError(f"tasks: stage 0 pre-trains without the LLM, so only {sorted(stage0_tasks)}, "
+                             f"got {sorted(self.task_weights)}")
+        if self.stage != 0 and self.task_weights.get("count", 0) > 0:
+            raise ValueError(f"tasks: 'count' pre-trains the vision tower alone, in stage 0, not stage {self.stage}")
+        if self.fresh_vision_tower is not None and self.fresh_vision_tower not in PATCH_EMBEDDINGS:
+            raise ValueError(f"fresh_vision_tower: expected one of {PATCH_EMBEDDINGS}, got {self.fresh_vision_tower!r}")
         unknown = sorted(set(self.freeze) - set(FREEZABLE))
         if unknown:
             raise ValueError(f"freeze: unknown parts {unknown}; expected some of {list(FREEZABLE)}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data.samples import TASK_DECODERS
 from ..errors import InvalidInputError
 from ..visionllm import VisionLLMv2
 from .config import LORA_TARGETS, TrainConfig
@@ -28,13 +29,17 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
     model.requires_grad_(False)
     decoders = list(model.decoders().values())
     tables = [getattr(model, name) for name in QUERY_TABLES if hasattr(model, name)]
-    if config.stage == 0:  # the denoisers alone: UNet + text encoder of each generation decoder
-        pretrained = [part for d in decoders if hasattr(d, "pretraining_loss") for part in (d.sd_unet, d.sd_text_encoder)]
-        for module in pretrained:
+    if config.stage == 0:  # without the LLM: each asked decoder's UNet + text encoder, the tower if counting
+        asked = {TASK_DECODERS[task] for task, weight in config.task_weights.items() if weight > 0}
+        pretrained = [part for name, d in model.decoders().items() if name in asked and hasattr(d, "pretraining_loss")
+                      for part in (d.sd_unet, d.sd_text_encoder)]
+        tower = [model.vis_encoder] if config.task_weights.get("count", 0) > 0 else []
+        for module in [*pretrained, *tower]:
             module.requires_grad_(True)
         for module in frozen_parts(model, config.freeze):  # e.g. ["ip2p"]: pre-train [GEN]'s denoiser alone
             module.requires_grad_(False)
-        return {"decoders": [p for m in pretrained for p in m.parameters() if p.requires_grad], "backbone": []}
+        return {"decoders": [p for m in pretrained for p in m.parameters() if p.requires_grad],
+                "backbone": [p for p in model.vis_encoder.parameters() if p.requires_grad] if tower else []}
     if config.stage == 1:
         backbone = [model.vis_encoder, model.vl_bridge, model.llm]
         trained_decoders: list[nn.Module] = []

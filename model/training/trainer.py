@@ -32,6 +32,7 @@ from ..visionllm import VisionLLMv2, VisionLLMv2Output
 from .config import LINK_LABEL_ROUTES, TrainConfig
 from .sources import SampleSource, build_source
 from .stages import merge_lora, prepare_stage
+from .tower import CountHead, count_loss
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "trainer_state.json"
@@ -104,7 +105,19 @@ def build_model(config: TrainConfig) -> VisionLLMv2:
         model_config = VisionLLMv2Config.preset(config.preset)
         model = VisionLLMv2.from_config(model_config, build_decoders(model_config),
                                         Tokenizer.from_spec(model_config.llm.tokenizer))
+    if config.fresh_vision_tower is not None:
+        model = with_fresh_vision_tower(model, config.fresh_vision_tower)
     return apply_model_settings(model, config)
+
+
+def with_fresh_vision_tower(model: VisionLLMv2, patch_embedding: str) -> VisionLLMv2:
+    """``model`` with a new, randomly initialised vision tower of ``patch_embedding`` (its config says
+    so and saves it); everything else keeps its weights. The bridge and the LLM must learn to read it."""
+    from ..vision import build_vision_tower
+
+    model.config.vision.patch_embedding = patch_embedding
+    model.vis_encoder = build_vision_tower(model.config.vision)
+    return model
 
 
 def apply_model_settings(model: VisionLLMv2, config: TrainConfig) -> VisionLLMv2:
@@ -176,6 +189,11 @@ class Trainer:
                                              config.seed, config.image_root, config.domain_rate,
                                              config.generate_history_rate)
         groups = prepare_stage(self.model, config)
+        # stage 0's tower pre-training reads counts through a head of its own, saved in the checkpoints only
+        self.count_head = None
+        if config.stage == 0 and config.task_weights.get("count", 0) > 0:
+            self.count_head = CountHead(self.model.config.vision.hidden_size)
+            groups["decoders"] = [*groups["decoders"], *self.count_head.parameters()]
         self.step = 0
         if config.link_regression:  # fit_links builds its own optimizer over the links alone
             self.optimizer = self.scheduler = None
@@ -191,7 +209,11 @@ class Trainer:
                              f"expected something to train, got no trainable parameter (the model's decoders: {decoders})")
         self.optimizer = torch.optim.AdamW([g for g in parameters if g["params"]], weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(config.warmup_steps, config.steps))
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        if self.count_head is not None:
+            self.model, self.count_head, self.optimizer, self.scheduler = self.accelerator.prepare(
+                self.model, self.count_head, self.optimizer, self.scheduler)
+        else:
+            self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
@@ -229,7 +251,13 @@ class Trainer:
         samples = self.source.batch(self.step, config.batch_size, accelerator.process_index, accelerator.num_processes)
         model = accelerator.unwrap_model(self.model)
         self.model.train()
-        if config.stage == 0:
+        extra: dict[str, float] = {}
+        if config.stage == 0 and samples[0].group == "tower":
+            with accelerator.autocast():
+                loss, extra["tower/accuracy"] = count_loss(model, self.count_head, self.processor, samples)
+            output = VisionLLMv2Output(loss, None, None, {}, {})
+            extra["tower"] = loss.item()
+        elif config.stage == 0:
             output = self._pretrain_denoiser(model, samples)
         else:
             batch, images, targets = samples_to_inputs(self.processor, samples, model.tokenizer.pad_id)
@@ -243,7 +271,8 @@ class Trainer:
         if label_loss is not None:
             loss = loss + config.link_label_loss * label_loss
         accelerator.backward(loss)
-        norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        trained = [*self.model.parameters(), *(self.count_head.parameters() if self.count_head is not None else ())]
+        norm = accelerator.clip_grad_norm_(trained, config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -254,6 +283,7 @@ class Trainer:
             "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(norm),
             "samples_per_s": len(samples) / (time.perf_counter() - start),
         }
+        record.update(extra)
         if output.lm_loss is not None:
             record["lm"] = output.lm_loss.item()
         if label_loss is not None:
