@@ -14,7 +14,8 @@ Towers (``--tower``):
 - ``model``: the model's own CLIP ViT, from its weights (``--model shapes``: the shipped tower);
 - ``random``: the same ViT, freshly initialised;
 - ``hybrid``: the fresh ViT with early convolutions in place of its patch embedding (a 3 × 3
-  stride-2 convolution, a 3 × 3 one, then one of half a patch's side and stride: the same grid);
+  stride-2 convolution, a 3 × 3 one, then one of half a patch's side and stride: the same grid), as
+  ``vision.patch_embedding: "conv_stem"`` builds it;
 - ``conv``: a control, five strided 3 × 3 convolutions to the ViT's token grid and width.
 
 Run: ``python bench/tower_learning.py [--model shapes] [--tower random] [--minutes 8] [--lr 1e-3]
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import time
 from types import SimpleNamespace
@@ -41,11 +43,12 @@ from torch import nn
 from vqa_probe import centre_cell, most_frequent_rate
 
 from visionllm2.model.data.shapes import SHAPES, render_scene
-from visionllm2.model.data.tasks import split_seed
+from visionllm2.model.data.tasks import MOST_COUNTED, split_seed
+from visionllm2.model.training.tower import CountHead
 from visionllm2.model.vision import build_vision_tower, patch_features
 from visionllm2.sdk import Session
 
-MOST = 4  # counts are classes 0 … MOST; MOST means "MOST or more"
+MOST = MOST_COUNTED  # counts are classes 0 … MOST; MOST means "MOST or more"
 COLUMNS = ("minutes", "steps", "pictures seen", "loss", "per shape", "whole picture")
 
 
@@ -65,34 +68,6 @@ class ConvTower(nn.Module):
         tokens = F.adaptive_avg_pool2d(self.net(pixel_values), self.grid).flatten(2).transpose(1, 2)  # (N, P, C)
         states = torch.cat([tokens.mean(1, keepdim=True), tokens], 1)  # a stand-in CLS first, as CLIP's
         return SimpleNamespace(hidden_states=(states, states, states))
-
-
-class ConvStem(nn.Sequential):
-    """Early convolutions in place of a ViT's patch embedding, with its output: ``(N, width, grid, grid)``."""
-
-    def __init__(self, width: int, patch: int) -> None:
-        if patch % 2:
-            raise ValueError(f"--tower hybrid: expected an even patch side, got {patch}")
-        super().__init__(nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(32, 64, 3, padding=1),
-                         nn.GELU(), nn.Conv2d(64, width, patch // 2, stride=patch // 2))
-
-    @property
-    def weight(self) -> torch.Tensor:  # CLIP's embeddings read the patch embedding's dtype from it
-        return self[-1].weight
-
-
-class CountHead(nn.Module):
-    """One learned query per shape attends over the tokens; each reads that shape's count class."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(len(SHAPES), width) * 0.02)
-        self.attention = nn.MultiheadAttention(width, 4, batch_first=True)
-        self.classify = nn.Linear(width, MOST + 1)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (N, P, C) -> (N, shapes, MOST + 1)
-        read, _ = self.attention(self.queries.expand(len(tokens), -1, -1), tokens, tokens)
-        return self.classify(read)
 
 
 def pictures(session: Session, indices: range, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,11 +102,8 @@ def build_tower(session: Session, kind: str) -> nn.Module:
     vision = session.model.config.vision
     if kind == "model":
         return copy.deepcopy(session.model.vis_encoder)  # the session loaded float32
-    if kind in ("random", "hybrid"):
-        tower = build_vision_tower(vision)
-        if kind == "hybrid":
-            tower.embeddings.patch_embedding = ConvStem(vision.hidden_size, vision.patch_size)
-        return tower
+    if kind in ("random", "hybrid"):  # hybrid: the model's own conv stem (vision.patch_embedding "conv_stem")
+        return build_vision_tower(dataclasses.replace(vision, patch_embedding="conv_stem" if kind == "hybrid" else "linear"))
     return ConvTower(vision.hidden_size, vision.image_size // vision.patch_size)
 
 
@@ -148,7 +120,7 @@ def main() -> None:
     torch.manual_seed(0)
     session = Session.from_pretrained(args.model, device="cpu", dtype=torch.float32)
     select_layer = session.model.config.vision.select_layer
-    tower, head = build_tower(session, args.tower).train(), CountHead(session.model.config.vision.hidden_size)
+    tower, head = build_tower(session, args.tower).train(), CountHead(session.model.config.vision.hidden_size, len(SHAPES))
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.01)
     held_tiles, held_counts = pictures(session, range(args.heldout), "heldout")
 
