@@ -254,9 +254,9 @@ class Trainer:
         extra: dict[str, float] = {}
         if config.stage == 0 and samples[0].group == "tower":
             with accelerator.autocast():
-                loss, extra["tower/accuracy"] = count_loss(model, self.count_head, self.processor, samples)
+                loss, accuracy = count_loss(model, self.count_head, self.processor, samples)
             output = VisionLLMv2Output(loss, None, None, {}, {})
-            extra["tower"] = loss.item()
+            extra = {"tower": loss.item(), **{f"tower/{kind}": value for kind, value in accuracy.items()}}
         elif config.stage == 0:
             output = self._pretrain_denoiser(model, samples)
         else:
