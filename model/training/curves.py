@@ -7,7 +7,7 @@ from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
-LOSS_KEYS = ("lm", "gdino", "unipose", "sd", "ip2p")
+LOSS_KEYS = ("lm", "gdino", "unipose", "sd", "ip2p", "tower")  # "tower": stage 0's count pre-training
 
 
 def read_log(path: str | Path) -> list[dict]:

@@ -16,6 +16,7 @@ from visionllm2.model.errors import CheckpointError
 from visionllm2.model.processor import Processor
 from visionllm2.model.tokenizer import Tokenizer
 from visionllm2.model.training import TrainConfig, Trainer
+from visionllm2.model.training.curves import curve_table
 from visionllm2.model.training.sources import ListSource
 from visionllm2.model.vision import ConvStem, build_vision_tower
 from visionllm2.model.visionllm import VisionLLMv2
@@ -92,6 +93,8 @@ def test_stage_zero_counting_trains_the_tower_alone_and_resumes_with_its_head(tm
     assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2])
     kinds = ("all", "shapes", "colours", "pairs")  # the share of counts read right, of each kind
     assert all(0 <= r[f"tower/{kind}"] <= 1 and r["group"] == "tower" for r in straight.records for kind in kinds)
+    header, rows = curve_table(tmp_path / "a" / "log.jsonl", 2, parts=True)  # `visionllm2 curves --parts`
+    assert header == ["steps", "tower", *(f"tower/{kind}" for kind in kinds)] and len(rows) == 2
     after = VisionLLMv2.from_pretrained(str(straight.model_dir)).state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"vis_encoder"}  # the count head is not part of the model
