@@ -32,7 +32,8 @@ CPU_TORCH := torch==2.13.0
 # denoiser trained on edits alone (0y, 0ze) around the [GEN] one (0z, 0zg), and both links fitted
 # again (3_generation_fit_zg; 3_generation_fit_z, the release before's, is no longer run), whose [GEN]
 # and [EDIT] decoders grafted onto candidate_d, with their guidance and sampler set and the
-# detector's duplicates softened, are the shipped model.
+# detector's duplicates softened, then its editor retrained alone (SHAPES_EDITOR) and its vision
+# tower replaced (SHAPES_TOWER), are the shipped model.
 # Stages 0 and 0b build the preset as it is now, so they too train the v-predicting denoiser.
 SHAPES_CONFIGS := model/training/configs
 SHAPES_RUNS    := runs/shapes
@@ -49,6 +50,10 @@ SHAPES_STAGES_3 := 0n 3_generation_n 0p 0q 3_generation_q 0r 3_generation_r 0s 3
 # changes weighed 10 (0_edit_region, _b), then switched to predict v (0_edit_v, _vb); its guidance
 # picked on held-out edits from 1000 (`bench/edit_probe.py --first 1000`).
 SHAPES_EDITOR := 0_edit_region 0_edit_region_b 0_edit_v 0_edit_vb
+# A new vision tower with a conv stem, taught to count shapes, colours and coloured shapes alone
+# (0_tower, 0_tower_b); the LLM taught to read it with every decoder frozen (2_tower), chat alone
+# (1_tower), every route again (2_tower_b); the [GEN] / [EDIT] links fitted to the new LLM.
+SHAPES_TOWER := 0_tower 0_tower_b 2_tower 1_tower 2_tower_b 3_generation_fit_tower
 
 demo: $(STAMP)
 	$(VENV)/bin/visionllm2 demo
@@ -91,6 +96,8 @@ shapes-model: $(STAMP)
 	for stage in $(SHAPES_EDITOR); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
 	$(VENV)/bin/visionllm2 attach model/weights/shapes $(SHAPES_RUNS)/stage0_edit_vb/model model/weights/shapes \
 		--decoder ip2p --half --guidance-scale ip2p=1.5
+	for stage in $(SHAPES_TOWER); do $(VENV)/bin/visionllm2 train --config $(SHAPES_CONFIGS)/shapes_stage$$stage.json || exit 1; done
+	$(VENV)/bin/visionllm2 attach $(SHAPES_RUNS)/stage3_generation_fit_tower/model $(SHAPES_RUNS)/stage3_generation_fit_tower/model model/weights/shapes --half
 	$(VENV)/bin/visionllm2 eval --model shapes --count 300 --json $(SHAPES_RUNS)/eval.json
 
 # The same architecture from random weights in two stages (the second run twice) (the lessons of the long chain from the
