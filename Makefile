@@ -11,7 +11,7 @@ CPU_TORCH := torch==2.13.0
 
 .PHONY: demo test install lint clean shapes-model shapes-model-quick
 
-# Train the shipped `shapes` model from scratch (≈ 13½ h on an idle 2-core CPU; a GPU at these batch sizes is
+# Train the shipped `shapes` model from scratch (≈ 16 h on an idle 2-core CPU; a GPU at these batch sizes is
 # hardly faster, since the model is small enough to be bound by kernel launches — see the README).
 # Every stage checkpoints and resumes: run it again after an interruption. First release: the
 # detector (3, 3b, 3c), pose (3_pose) and generation link (over the denoisers of 0 and 0b) runs
