@@ -14,8 +14,9 @@ Two tables on held-out ShapesWorld:
    cannot use, whatever the LLM learns.
 
 Run: ``python bench/vqa_probe.py [--model shapes] [--questions 300] [--scenes 400]``. On ``shapes``
-the tokens carry the colour (readout 0.8 against a 0.15 prior) but not the shape (at its prior), so
-every question that names or asks a shape is answered from priors.
+the tokens carry the colour (readout 0.96 against a 0.15 prior) and, since its conv-stem tower
+learnt to count, the shape 0.41 of the time (0.26 with the old linear patch embedding; prior 0.23):
+colours and the number of shapes are read from the picture, a question naming a shape mostly not.
 """
 
 from __future__ import annotations
