@@ -43,12 +43,11 @@ from torch import nn
 from vqa_probe import centre_cell, most_frequent_rate
 
 from visionllm2.model.data.shapes import SHAPES, render_scene
-from visionllm2.model.data.tasks import MOST_COUNTED, split_seed
+from visionllm2.model.data.tasks import count_classes, split_seed
 from visionllm2.model.training.tower import CountHead
 from visionllm2.model.vision import build_vision_tower, patch_features
 from visionllm2.sdk import Session
 
-MOST = MOST_COUNTED  # counts are classes 0 … MOST; MOST means "MOST or more"
 COLUMNS = ("minutes", "steps", "pictures seen", "loss", "per shape", "whole picture")
 
 
@@ -76,7 +75,7 @@ def pictures(session: Session, indices: range, split: str) -> tuple[torch.Tensor
     for index in indices:
         scene = render_scene(split_seed(index, split))
         tiles.append(session.processor.process_image(scene.image).pixel_values[-1])  # the thumbnail / only tile
-        counts.append([min(MOST, sum(obj.kind == kind for obj in scene.objects)) for kind in SHAPES])
+        counts.append(count_classes(scene.objects)[:len(SHAPES)])  # COUNTED starts with the shapes
     return torch.stack(tiles), torch.tensor(counts)
 
 

@@ -406,10 +406,9 @@ class VisionLLMv2Config:
         ShapesWorld and shipped with the package) or ``7b`` (the released checkpoint)."""
         from .presets import PRESETS  # the presets build this class
 
-        builders = PRESETS
-        if name not in builders:
-            raise UnknownTaskError(f"unknown preset {name!r}: expected one of {sorted(builders)}")
-        config = builders[name]()
+        if name not in PRESETS:
+            raise UnknownTaskError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+        config = PRESETS[name]()
         config.preset_name = name
         return config
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import tokens as T
 from ..config import PATCH_EMBEDDINGS, PREDICTION_TYPES
+from ..data.samples import TOWER_TASKS
 from ..data.tasks import DEFAULT_TASKS
 
 #: The paper's LoRA targets: every attention and two of the MLP projections of each Llama layer.
@@ -131,11 +132,11 @@ class TrainConfig:
         for name in ("domain_rate", "generate_history_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(self, name)!r}")
-        stage0_tasks = {"generate", "edit", "count"}
+        stage0_tasks = {"generate", "edit", *TOWER_TASKS}
         if self.stage == 0 and not set(self.task_weights) <= stage0_tasks:
             raise ValueError(f"tasks: stage 0 pre-trains without the LLM, so only {sorted(stage0_tasks)}, "
                              f"got {sorted(self.task_weights)}")
-        if self.stage != 0 and self.task_weights.get("count", 0) > 0:
+        if self.stage != 0 and self.trains_tower:
             raise ValueError(f"tasks: 'count' pre-trains the vision tower alone, in stage 0, not stage {self.stage}")
         if self.fresh_vision_tower is not None and self.fresh_vision_tower not in PATCH_EMBEDDINGS:
             raise ValueError(f"fresh_vision_tower: expected one of {PATCH_EMBEDDINGS}, got {self.fresh_vision_tower!r}")
@@ -171,6 +172,11 @@ class TrainConfig:
     @property
     def task_weights(self) -> dict[str, float]:
         return dict(self.tasks) if self.tasks is not None else dict(STAGE_TASKS[self.stage])
+
+    @property
+    def trains_tower(self) -> bool:
+        """Whether the mix holds a task of the vision tower's own pre-training (:data:`TOWER_TASKS`)."""
+        return any(self.task_weights.get(task, 0) > 0 for task in TOWER_TASKS)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -33,7 +33,7 @@ def prepare_stage(model: VisionLLMv2, config: TrainConfig) -> dict[str, list[nn.
         asked = {TASK_DECODERS[task] for task, weight in config.task_weights.items() if weight > 0}
         pretrained = [part for name, d in model.decoders().items() if name in asked and hasattr(d, "pretraining_loss")
                       for part in (d.sd_unet, d.sd_text_encoder)]
-        tower = [model.vis_encoder] if config.task_weights.get("count", 0) > 0 else []
+        tower = [model.vis_encoder] if config.trains_tower else []
         for module in [*pretrained, *tower]:
             module.requires_grad_(True)
         for module in frozen_parts(model, config.freeze):  # e.g. ["ip2p"]: pre-train [GEN]'s denoiser alone

@@ -191,7 +191,7 @@ class Trainer:
         groups = prepare_stage(self.model, config)
         # stage 0's tower pre-training reads counts through a head of its own, saved in the checkpoints only
         self.count_head = None
-        if config.stage == 0 and config.task_weights.get("count", 0) > 0:
+        if config.trains_tower:  # stage 0 only (TrainConfig refuses it elsewhere)
             self.count_head = CountHead(self.model.config.vision.hidden_size)
             groups["decoders"] = [*groups["decoders"], *self.count_head.parameters()]
         self.step = 0
@@ -209,11 +209,10 @@ class Trainer:
                              f"expected something to train, got no trainable parameter (the model's decoders: {decoders})")
         self.optimizer = torch.optim.AdamW([g for g in parameters if g["params"]], weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(config.warmup_steps, config.steps))
-        if self.count_head is not None:
-            self.model, self.count_head, self.optimizer, self.scheduler = self.accelerator.prepare(
-                self.model, self.count_head, self.optimizer, self.scheduler)
-        else:
-            self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        heads = [self.count_head] if self.count_head is not None else []
+        self.model, *heads, self.optimizer, self.scheduler = self.accelerator.prepare(
+            self.model, *heads, self.optimizer, self.scheduler)
+        self.count_head = heads[0] if heads else None
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
